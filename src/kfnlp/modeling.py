@@ -1,0 +1,131 @@
+"""Loading models safely, and a faster masked-LM loss.
+
+Models load from a Hub id, a local directory, ``builtin:NAME`` or a kfnlp model
+artifact, always as safetensors and never with remote code.
+
+The stock ``*ForMaskedLM`` forward projects every position onto the whole vocabulary
+although only the ~15% masked positions carry a label; for a small encoder that
+projection is most of the compute. :func:`enable_sparse_mlm_loss` swaps the
+instance's forward for one that runs the encoder, gathers the labelled positions
+and applies the head (and the loss) to those only: the same loss, a fraction of the
+work. Unknown architectures keep the stock forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from pathlib import Path
+from typing import Any
+
+from kfnlp.assets import resolve_model_ref
+from kfnlp.data.chunking import IGNORE_INDEX
+from kfnlp.errors import ConfigError
+from kfnlp.storage import MANIFEST, read_manifest
+
+log = logging.getLogger(__name__)
+
+SAFE_LOAD = {"use_safetensors": True, "trust_remote_code": False}
+
+
+def model_dir(ref: str) -> str:
+    """Resolve a model reference to something ``from_pretrained`` takes."""
+    ref = resolve_model_ref(ref)
+    path = Path(ref)
+    if (path / MANIFEST).is_file():
+        manifest = read_manifest(path)
+        if manifest.get("kind") != "model":
+            raise ConfigError(f"{ref}: a {manifest.get('kind')} artifact, not a model")
+        return str(path / "model")
+    return ref
+
+
+def _load(loader, ref: str, what: str, **kwargs):
+    location = model_dir(ref)
+    try:
+        return loader.from_pretrained(location, **kwargs)
+    except OSError as exc:
+        raise ConfigError(f"cannot load {what} {ref!r}: {str(exc).splitlines()[0]}") from None
+
+
+def load_tokenizer(ref: str):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, ref, "tokenizer", trust_remote_code=False)
+
+
+def load_masked_lm(ref: str):
+    from transformers import AutoModelForMaskedLM
+
+    location = Path(model_dir(ref))
+    if location.exists() and not (location / "config.json").is_file():
+        raise ConfigError(f"{ref}: not a model directory (no config.json)")
+    return _load(AutoModelForMaskedLM, ref, "masked-LM model", **SAFE_LOAD)
+
+
+# architecture -> (encoder attribute, function applying the MLM head to hidden states)
+def _bert_head(model, hidden):
+    return model.cls(hidden)
+
+
+def _roberta_head(model, hidden):
+    return model.lm_head(hidden)
+
+
+def _distilbert_head(model, hidden):
+    hidden = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
+    return model.vocab_projector(hidden)
+
+
+SPARSE_HEADS = {
+    "BertForMaskedLM": ("bert", _bert_head),
+    "RobertaForMaskedLM": ("roberta", _roberta_head),
+    "XLMRobertaForMaskedLM": ("roberta", _roberta_head),
+    "CamembertForMaskedLM": ("roberta", _roberta_head),
+    "DistilBertForMaskedLM": ("distilbert", _distilbert_head),
+}
+
+
+def _sparse_forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs: Any):
+    """Forward that computes head and loss only where ``labels`` != -100.
+
+    Without labels (inference, fill-mask) it is the stock forward. Returns
+    ``MaskedLMOutput`` with ``logits`` only for the labelled positions, shape
+    (n_labelled, vocab).
+    """
+    import torch
+    from transformers.modeling_outputs import MaskedLMOutput
+
+    num_items = kwargs.pop("num_items_in_batch", None)
+    if labels is None:
+        return type(self).forward(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    encoder_name, head = SPARSE_HEADS[type(self).__name__]
+    encoder_kwargs = {k: v for k, v in kwargs.items() if k in ("token_type_ids", "position_ids")}
+    hidden = getattr(self, encoder_name)(input_ids=input_ids, attention_mask=attention_mask, **encoder_kwargs)[0]
+    selected = labels != IGNORE_INDEX
+    logits = head(self, hidden[selected])
+    targets = labels[selected]
+    if num_items is not None:
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / num_items
+    elif targets.numel() == 0:
+        loss = logits.sum() * 0.0  # keeps the graph; stock forward would give NaN here
+    else:
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+    return MaskedLMOutput(loss=loss, logits=logits)
+
+
+def enable_sparse_mlm_loss(model) -> bool:
+    """Patch this model instance to compute the MLM head only at labelled positions.
+
+    Returns False (and changes nothing) for architectures without an adapter.
+    """
+    name = type(model).__name__
+    if name not in SPARSE_HEADS:
+        log.info("no sparse MLM head for %s; using the stock forward", name)
+        return False
+    model.forward = types.MethodType(_sparse_forward, model)
+    return True
+
+
+def disable_sparse_mlm_loss(model) -> None:
+    model.__dict__.pop("forward", None)

@@ -1,0 +1,118 @@
+"""The model registry: MLflow, embedded (sqlite under the kfnlp home) or a server.
+
+Nothing here contacts a server at import time; MLflow is imported lazily because
+it is slow to import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from kfnlp.assets import kfnlp_home
+from kfnlp.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "kfnlp"
+_SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|api[_-]?key)", re.IGNORECASE)
+
+
+def default_tracking_uri() -> str:
+    path = kfnlp_home() / "registry" / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    """Embedded stores keep artifacts next to the database, not in ./mlruns."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("artifacts").resolve().as_uri()
+    return None
+
+
+def safe_tags(tags: dict[str, Any]) -> dict[str, str]:
+    """Tags as strings, refusing anything that looks like a secret."""
+    out = {}
+    for key, value in tags.items():
+        if value is None:
+            continue
+        if _SECRET_KEY.search(key):
+            raise RegistryError(f"refusing to record {key!r} in the registry: it looks like a secret")
+        out[key] = str(value)
+    return out
+
+
+class Registry:
+    def __init__(self, tracking_uri: str | None = None):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri or default_tracking_uri()
+        self._mlflow = mlflow
+        try:
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        except Exception as exc:  # MLflow raises many types for a bad URI
+            raise RegistryError(f"cannot open the registry at {self.uri}: {exc}") from None
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(self.uri))
+
+    def register(
+        self,
+        name: str,
+        model_dir: Path,
+        *,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        tags: dict[str, Any],
+        files: dict[str, Path],
+        run_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Log a run with metrics, params, tags and files; add it as a new model version."""
+        from mlflow.exceptions import MlflowException
+
+        tags = safe_tags(tags)
+        try:
+            experiment_id = self._experiment_id()
+            with self._mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+                self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+                self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+                self._mlflow.set_tags(tags)
+                self._mlflow.log_artifacts(str(model_dir), artifact_path="model")
+                for artifact_path, file in files.items():
+                    self._mlflow.log_artifact(str(file), artifact_path=artifact_path or None)
+                source = f"{run.info.artifact_uri}/model"
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name, tags={"kfnlp.task": tags.get("kfnlp.task", "")})
+            version = self.client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
+        except MlflowException as exc:
+            raise RegistryError(f"registry {self.uri}: {exc.message}") from None
+        log.info("registered %s version %s", name, version.version)
+        return {
+            "name": name,
+            "version": int(version.version),
+            "uri": f"models:/{name}/{version.version}",
+            "run_id": run.info.run_id,
+            "tracking_uri": self.uri,
+            "source": source,
+        }
+
+    def get_version(self, name: str, version: int):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(f"registry {self.uri}: no version {version} of model {name!r} ({exc.message})") from None

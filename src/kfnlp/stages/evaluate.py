@@ -1,0 +1,115 @@
+"""evaluate (MLM): perplexity on the stored masked eval set, and fill-mask examples."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kfnlp.metrics import perplexity
+from kfnlp.storage import read_manifest, write_artifact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = ["This is a great [MASK].", "The acting in this movie was [MASK]."]
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 64
+    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))  # [MASK] = the mask token
+    top_k: int = 5
+    sparse_head: bool = True
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+def masked_lm_loss_sum(model, eval_data, batch_size: int) -> tuple[float, int]:
+    """Sum of the cross-entropy over all labelled tokens, and their count."""
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(eval_data), batch_size), desc="evaluate", unit="batch", mininterval=2):
+            batch = eval_data[start : start + batch_size]
+            labels = batch["labels"].long()
+            n = int((labels != -100).sum())
+            if n == 0:
+                continue
+            out = model(
+                input_ids=batch["input_ids"].long(), attention_mask=batch["attention_mask"].long(), labels=labels
+            )
+            total += float(out.loss) * n
+            count += n
+    return total, count
+
+
+def fill_mask(model, tokenizer, prompts: list[str], top_k: int) -> list[dict]:
+    from transformers import pipeline
+
+    unmasker = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=-1)
+    results = []
+    for prompt in prompts:
+        text = prompt.replace("[MASK]", tokenizer.mask_token)
+        if tokenizer.mask_token not in text:
+            results.append({"prompt": prompt, "error": "no [MASK] in prompt"})
+            continue
+        preds = unmasker(text, top_k=top_k)
+        results.append({"prompt": prompt, "predictions": [{"token": p["token_str"], "score": p["score"]} for p in preds]})
+    return results
+
+
+def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig, label: str = "model") -> dict:
+    import datasets
+
+    from kfnlp.modeling import disable_sparse_mlm_loss, enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
+    from kfnlp.reports import evaluation_markdown
+    from kfnlp.stages.train_mlm import check_same_vocabulary
+
+    started = time.monotonic()
+    manifest = read_manifest(eval_set, kind="eval_set")
+    tokenizer = load_tokenizer(model)
+    check_same_vocabulary(tokenizer, manifest, eval_set)
+    net = load_masked_lm(model)
+    sparse = config.sparse_head and enable_sparse_mlm_loss(net)
+    data = datasets.load_from_disk(str(Path(eval_set) / "data")).with_format("torch")
+    total, count = masked_lm_loss_sum(net, data, config.batch_size)
+    seconds = time.monotonic() - started
+    disable_sparse_mlm_loss(net)
+    examples = fill_mask(net, tokenizer, config.prompts, config.top_k)
+    metrics = {
+        "perplexity": perplexity(total, count),
+        "eval_loss": total / count,
+        "masked_tokens": count,
+        "eval_chunks": len(data),
+        "eval_seconds": round(seconds, 3),
+        "eval_samples_per_second": round(len(data) / seconds, 2) if seconds > 0 else None,
+    }
+    log.info("evaluate %s: perplexity %.3f over %d masked tokens", label, metrics["perplexity"], count)
+    result = {
+        "label": label,
+        "model": model,
+        "eval_set_fingerprint": manifest["fingerprint"],
+        "metrics": metrics,
+        "fill_mask": examples,
+        "sparse_head": sparse,
+        "config": asdict(config),
+    }
+    with write_artifact(output, kind="evaluation") as out:
+        (out.path / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        (out.path / "report.md").write_text(evaluation_markdown(result), encoding="utf-8")
+        out.info.update(task="mlm", eval_set_fingerprint=manifest["fingerprint"], metrics=metrics, label=label)
+    return result
+
+
+def load_evaluation(path: str) -> dict:
+    read_manifest(path, kind="evaluation")
+    return json.loads((Path(path) / "metrics.json").read_text(encoding="utf-8"))

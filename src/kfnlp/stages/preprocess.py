@@ -1,0 +1,104 @@
+"""preprocess (MLM): corpus -> tokenized, chunked train/test Arrow dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kfnlp.data import chunking
+from kfnlp.data.corpus import load_corpus
+from kfnlp.errors import InputError
+from kfnlp.modeling import load_tokenizer
+from kfnlp.storage import fingerprint, write_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreprocessConfig:
+    """How to turn a corpus into training chunks."""
+
+    source: str = "builtin:imdb"  # file, directory, glob, hf:DATASET or builtin:imdb
+    text_column: str = "text"  # dotted path for nested fields (answers.text)
+    hf_config: str | None = None
+    hf_split: str = "train"
+    chunk_size: int = 128
+    group_size: int = 1000  # documents concatenated before chunking (recipe: map batch size)
+    max_documents: int | None = None  # seeded downsample of the corpus
+    test_size: float = 0.1  # share of documents held out for evaluation
+    seed: int = 42
+
+    def __post_init__(self):
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size must be between 0 and 1 (exclusive), got {self.test_size}")
+        if self.chunk_size < 2:
+            raise ValueError(f"chunk_size must be at least 2, got {self.chunk_size}")
+        if self.max_documents is not None and self.max_documents < 2:
+            raise ValueError(f"max_documents must be at least 2, got {self.max_documents}")
+        if self.group_size < 0:
+            raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Identity of a vocabulary: equal fingerprints mean token ids mean the same."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(repr((vocab, tokenizer.mask_token)).encode()).hexdigest()
+
+
+def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded downsample and train/test split of document indices (order kept)."""
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(n)
+    if config.max_documents is not None:
+        order = order[: config.max_documents]
+    n_test = max(1, int(round(len(order) * config.test_size)))
+    if n_test >= len(order):
+        raise InputError(f"only {len(order)} documents: too few to hold out a test split")
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
+    """Read, split, tokenize and chunk; write a dataset artifact to ``output``."""
+    import datasets
+
+    started = time.monotonic()
+    corpus = load_corpus(config.source, config.text_column, config.hf_config, config.hf_split)
+    tok = load_tokenizer(tokenizer)
+    train_idx, test_idx = split_documents(len(corpus.documents), config)
+    splits, counts = {}, {}
+    for name, idx in (("train", train_idx), ("test", test_idx)):
+        docs = [corpus.documents[i] for i in idx]
+        stream = chunking.tokenize(tok, docs)
+        chunks = chunking.chunk(stream, config.chunk_size, config.group_size)
+        if len(chunks) == 0:
+            raise InputError(
+                f"{config.source}: the {name} split ({len(docs)} documents, {int(stream.doc_lengths.sum())} tokens) "
+                f"yields no chunk of {config.chunk_size} tokens; use more text or a smaller chunk_size"
+            )
+        splits[name] = chunking.to_dataset(chunks)
+        counts[name] = {
+            "documents": len(docs),
+            "tokens": int(stream.doc_lengths.sum()),
+            "chunks": len(chunks),
+            "chunk_tokens": len(chunks) * config.chunk_size,
+        }
+        log.info("preprocess: %s: %d documents -> %d chunks of %d", name, len(docs), len(chunks), config.chunk_size)
+    tok_fp = tokenizer_fingerprint(tok)
+    with write_artifact(output, kind="dataset") as out:
+        datasets.DatasetDict(splits).save_to_disk(str(out.path / "data"))
+        tok.save_pretrained(str(out.path / "tokenizer"))
+        out.info.update(
+            task="mlm",
+            fingerprint=fingerprint(corpus.origin, asdict(config), tok_fp),
+            tokenizer=tokenizer,
+            tokenizer_fingerprint=tok_fp,
+            config=asdict(config),
+            counts=counts,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        manifest = dict(out.info)
+    return manifest

@@ -1,0 +1,145 @@
+"""train-mlm: adapt a masked-LM to the domain with the transformers Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kfnlp.errors import InputError
+from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, Strategy
+from kfnlp.storage import read_manifest, write_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainMlmConfig:
+    """The recipe's defaults (lr 2e-5, weight decay 0.01, batch 64, eval each epoch)."""
+
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    eval_batch_size: int | None = None  # default: batch_size
+    num_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    warmup_ratio: float = 0.0
+    max_train_chunks: int | None = None  # seeded downsample (the recipe uses 10,000)
+    masking: Strategy = "token"
+    mask_probability: float | None = None  # default: 0.15 token-level, 0.2 whole-word
+    seed: int = 42
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
+    eval_strategy: str = "epoch"  # epoch | steps | no
+    eval_steps: int | None = None
+    logging_steps: int = 50
+    save_steps: int = 500
+    save_total_limit: int = 2
+    checkpoint_dir: str | None = None  # default: next to the output
+    sparse_head: bool = True  # MLM head and loss only at masked positions (same loss, faster)
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ValueError("set num_epochs > 0 or max_steps > 0")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        if self.eval_strategy not in ("epoch", "steps", "no"):
+            raise ValueError(f"eval_strategy must be epoch, steps or no, got {self.eval_strategy!r}")
+        if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
+            raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
+
+
+def check_same_vocabulary(tokenizer, manifest: dict, where: str) -> None:
+    from kfnlp.stages.preprocess import tokenizer_fingerprint
+
+    if tokenizer_fingerprint(tokenizer) != manifest["tokenizer_fingerprint"]:
+        raise InputError(
+            f"{where} was tokenized with a different vocabulary than this model's tokenizer; "
+            "preprocess the data with the same model"
+        )
+
+
+def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, base_model: str) -> dict:
+    import datasets
+    from transformers import Trainer, set_seed
+
+    from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
+    from kfnlp.stages.mask_eval import mask_spec
+    from kfnlp.training import progress_callback, resolve_precision, summarize, training_arguments
+
+    started = time.monotonic()
+    data_manifest = read_manifest(dataset, kind="dataset")
+    eval_manifest = read_manifest(eval_set, kind="eval_set")
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(base_model)
+    check_same_vocabulary(tokenizer, data_manifest, dataset)
+    model = load_masked_lm(base_model)
+    sparse = config.sparse_head and enable_sparse_mlm_loss(model)
+
+    train = datasets.load_from_disk(str(Path(dataset) / "data"))["train"]
+    if config.max_train_chunks is not None and config.max_train_chunks < len(train):
+        rng = np.random.default_rng(config.seed)
+        train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_chunks]))
+    train = train.select_columns(["input_ids", "attention_mask", "word_ids"]).with_format("numpy")
+    evaluation = datasets.load_from_disk(str(Path(eval_set) / "data")).with_format("torch")
+
+    probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]
+    collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed)
+    checkpoints = config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints"
+    precision = resolve_precision(config.mixed_precision)
+    args = training_arguments(
+        checkpoints,
+        precision=precision,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        eval_strategy=config.eval_strategy,
+        eval_steps=config.eval_steps,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        remove_unused_columns=False,  # word_ids must reach the whole-word collator
+        prediction_loss_only=True,
+        dataloader_drop_last=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train,
+        eval_dataset=evaluation if config.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        callbacks=[progress_callback("train-mlm")],
+    )
+    log.info("train-mlm: %d chunks, precision %s, sparse head %s", len(train), precision, sparse)
+    result = trainer.train()
+    summary = summarize(trainer, result, time.monotonic() - started)
+    summary.update(precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config))
+
+    with write_artifact(output, kind="model") as out:
+        model.save_pretrained(str(out.path / "model"))
+        tokenizer.save_pretrained(str(out.path / "model"))
+        (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        out.info.update(
+            task="mlm",
+            base_model=base_model,
+            dataset_fingerprint=data_manifest["fingerprint"],
+            eval_set_fingerprint=eval_manifest["fingerprint"],
+            tokenizer_fingerprint=data_manifest["tokenizer_fingerprint"],
+            training=summary,
+        )
+        manifest = dict(out.info)
+    return manifest

@@ -1,0 +1,91 @@
+"""Trainer set-up shared by the training stages: precision, arguments, progress."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    import torch
+
+    if requested != "auto":
+        if requested in ("fp16", "bf16") and not torch.cuda.is_available():
+            log.warning("%s needs a GPU; training in fp32 on CPU", requested)
+            return "no"
+        return requested
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
+    """TrainingArguments with kfnlp's house rules: no Hub, no reporting integrations,
+    safetensors, quiet progress bars when nobody is watching a terminal."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        report_to="none",
+        push_to_hub=False,
+        disable_tqdm=not sys.stderr.isatty(),
+        **kwargs,
+    )
+
+
+def progress_callback(stage: str):
+    """A TrainerCallback that logs one line per logging step: readable in pipeline logs
+    where tqdm bars (carriage returns) are not."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            log.info("%s: training for %d steps", stage, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs:
+                return
+            elapsed = time.monotonic() - self.started
+            done = state.global_step / max(state.max_steps, 1)
+            eta = elapsed / done - elapsed if done > 0 else math.nan
+            shown = {k: round(v, 4) for k, v in logs.items() if isinstance(v, float) and "loss" in k}
+            log.info(
+                "%s: step %d/%d (%.0f%%) %s elapsed %.0fs eta %.0fs",
+                stage,
+                state.global_step,
+                state.max_steps,
+                100 * done,
+                " ".join(f"{k}={v}" for k, v in shown.items()),
+                elapsed,
+                eta,
+            )
+
+    return _Progress()
+
+
+def summarize(trainer, train_output, seconds: float) -> dict[str, Any]:
+    """The facts a user wants after training: steps, speed, losses."""
+    history = trainer.state.log_history
+    metrics = dict(train_output.metrics)
+    return {
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_loss": metrics.get("train_loss"),
+        "train_runtime_s": metrics.get("train_runtime"),
+        "train_samples_per_second": metrics.get("train_samples_per_second"),
+        "wall_time_s": seconds,
+        "losses": [
+            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate")}
+            for entry in history
+            if "loss" in entry or "eval_loss" in entry
+        ],
+    }

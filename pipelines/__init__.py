@@ -1,0 +1,60 @@
+"""The pipeline catalog: name -> pipeline function, config type and embedded defaults."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kfnlp.errors import ConfigError
+from kfnlp.stages.evaluate import EvaluateConfig
+from kfnlp.stages.mask_eval import MaskEvalConfig
+from kfnlp.stages.preprocess import PreprocessConfig
+from kfnlp.stages.register import RegisterConfig
+from kfnlp.stages.train_mlm import TrainMlmConfig
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class MlmAdaptConfig:
+    model: str = "builtin:splade-tiny"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    mask_eval: MaskEvalConfig = field(default_factory=MaskEvalConfig)
+    train_mlm: TrainMlmConfig = field(default_factory=TrainMlmConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+
+
+@dataclass(frozen=True)
+class PipelineEntry:
+    name: str
+    module: str  # module holding the @dsl.pipeline function
+    function: str
+    config_type: type
+    description: str
+
+    @property
+    def defaults_file(self) -> Path:
+        return HERE / self.module.split(".")[-2] / "defaults.yaml"
+
+    def load(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.function)
+
+
+PIPELINES = {
+    "mlm-adapt": PipelineEntry(
+        "mlm-adapt",
+        "kfnlp.pipelines.mlm_adapt.pipeline",
+        "mlm_adapt",
+        MlmAdaptConfig,
+        "masked-LM domain adaptation: preprocess, mask-eval, train-mlm, evaluate before/after, register",
+    ),
+}
+
+
+def get(name: str) -> PipelineEntry:
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}; available: {', '.join(sorted(PIPELINES))}")
+    return PIPELINES[name]

@@ -36,7 +36,6 @@ def model_dir(ref: str) -> str:
         manifest = read_manifest(path)
         if manifest.get("kind") != "model":
             raise ConfigError(f"{ref}: a {manifest.get('kind')} artifact, not a model")
-        return str(path / "model")
     return ref
 
 

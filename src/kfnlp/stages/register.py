@@ -106,7 +106,7 @@ def register(
         summary.write_text(json.dumps(training, indent=2), encoding="utf-8")
         registered = Registry(config.tracking_uri).register(
             config.model_name,
-            Path(model) / "model",
+            Path(model),
             metrics=metrics,
             params=training.get("config", {}),
             tags=tags,

@@ -130,8 +130,9 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     summary.update(precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config))
 
     with write_artifact(output, kind="model") as out:
-        model.save_pretrained(str(out.path / "model"))
-        tokenizer.save_pretrained(str(out.path / "model"))
+        # the artifact itself is a plain Hugging Face model directory
+        model.save_pretrained(str(out.path))
+        tokenizer.save_pretrained(str(out.path))
         (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         out.info.update(
             task="mlm",

@@ -1,0 +1,40 @@
+# kfnlp developer entry points. `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; override (e.g. TORCH_SPEC="torch==2.13.0 --index-url ...") for CUDA.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.kfnlp-installed
+DEMO_OUTPUT ?= out/demo
+PYTEST_ARGS ?=
+
+# The embedded defaults never need the Hugging Face Hub.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= true
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[embedded,dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/kfnlp run mlm-adapt --local --output $(DEMO_OUTPUT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src components pipelines tests benchmarks
+	$(BIN)/ruff format --check src components pipelines tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_mlm.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,29 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register(
+    config: str,
+    run_name: str,
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    baseline: Input[Artifact],
+    registered: Output[Artifact],
+):
+    """Record the model as a new registry version with metrics, lineage and a model card."""
+    import json
+    import os
+
+    from kfnlp.config import from_json
+    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.stages.register import RegisterConfig, register
+
+    with stage_guard("register", registered):
+        result = register(model.path, evaluation.path, from_json(RegisterConfig, config, "register"), baseline.path, run_name)
+        os.makedirs(os.path.dirname(registered.path), exist_ok=True)
+        with open(registered.path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+        registered.metadata.update({"name": result["name"], "version": result["version"], "uri": result["uri"]})

@@ -1,0 +1,267 @@
+"""The ``kfnlp`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kfnlp import __version__
+from kfnlp.errors import KfnlpError, PipelineError
+
+log = logging.getLogger("kfnlp")
+
+EPILOG = """\
+Config: every pipeline starts from its embedded defaults (offline: a tiny BERT
+masked-LM and IMDB reviews shipped by PyPI packages). A YAML file (--config) and
+--set SECTION.KEY=VALUE overrides change them; see docs/configuration.md.
+"""
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """How ``kfnlp stage NAME`` maps flags onto a stage function."""
+
+    section: str  # config section name in pipeline configs
+    config_type: str  # "module:Class"
+    function: str  # "module:function"
+    inputs: tuple[tuple[str, str, bool], ...]  # (flag, help, required)
+    help: str
+
+
+STAGES = {
+    "preprocess": StageCommand(
+        "preprocess",
+        "kfnlp.stages.preprocess:PreprocessConfig",
+        "kfnlp.stages.preprocess:preprocess",
+        (("output", "dataset artifact directory to write", True),
+         ("tokenizer", "model whose tokenizer to use (Hub id, path or builtin:splade-tiny)", False)),
+        "read, split, tokenize and chunk a corpus",
+    ),
+    "mask-eval": StageCommand(
+        "mask_eval",
+        "kfnlp.stages.mask_eval:MaskEvalConfig",
+        "kfnlp.stages.mask_eval:mask_eval",
+        (("dataset", "dataset artifact from preprocess", True), ("output", "eval-set artifact directory to write", True)),
+        "mask the held-out split once with a fixed seed",
+    ),
+    "train-mlm": StageCommand(
+        "train_mlm",
+        "kfnlp.stages.train_mlm:TrainMlmConfig",
+        "kfnlp.stages.train_mlm:train_mlm",
+        (("dataset", "dataset artifact from preprocess", True), ("eval_set", "eval-set artifact from mask-eval", True),
+         ("output", "model artifact directory to write", True),
+         ("base_model", "model to adapt (Hub id, path or builtin:splade-tiny)", False)),
+        "adapt a masked-LM to the corpus",
+    ),
+    "evaluate": StageCommand(
+        "evaluate",
+        "kfnlp.stages.evaluate:EvaluateConfig",
+        "kfnlp.stages.evaluate:evaluate_mlm",
+        (("model", "model to score (artifact, path, Hub id or builtin:splade-tiny)", True),
+         ("eval_set", "eval-set artifact from mask-eval", True), ("output", "evaluation directory to write", True),
+         ("label", "name for this model in reports", False)),
+        "perplexity on the masked eval set plus fill-mask examples",
+    ),
+    "register": StageCommand(
+        "register",
+        "kfnlp.stages.register:RegisterConfig",
+        "kfnlp.stages.register:register",
+        (("model", "model artifact from train-mlm", True), ("evaluation", "evaluation of that model", True),
+         ("baseline", "evaluation of the base model (optional)", False), ("run_name", "pipeline run name", False)),
+        "record the model as a new version in the model registry",
+    ),
+}
+STAGE_DEFAULTS = {"tokenizer": "builtin:splade-tiny", "base_model": "builtin:splade-tiny", "label": "model"}
+
+
+def _import(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file (overrides the embedded defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train_mlm.max_steps=100 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kfnlp",
+        description="Kubeflow pipeline components for NLP model adaptation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"kfnlp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run a pipeline", description="Run a pipeline. --local runs it with the KFP local executor "
+        "(kfp.local, one subprocess per stage) and writes OUTPUT/summary.json and OUTPUT/report.md.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("pipeline", metavar="PIPELINE", help="pipeline name (see `kfnlp pipelines`)")
+    run.add_argument("--local", action="store_true", required=True, help="run on this machine with kfp.local")
+    run.add_argument("--output", default="out", metavar="DIR", help="where artifacts, summary and report go (default: out)")
+    run.add_argument("--verbose", "-v", action="store_true", help="stream the full KFP log, not just stage events")
+    _add_config_flags(run)
+
+    pipes = sub.add_parser("pipelines", help="list the pipelines", description="List pipelines and their stages.")
+    pipes.add_argument("--config", dest="show_config", metavar="PIPELINE", help="print a pipeline's effective default config")
+
+    stage = sub.add_parser(
+        "stage", help="run one stage directly",
+        description="Run one stage in this process: the same function the KFP component calls "
+        "(and what a container runs). Config keys are the stage's own (no section prefix).",
+    )
+    stage_sub = stage.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, spec in STAGES.items():
+        sp = stage_sub.add_parser(name, help=spec.help, description=spec.help)
+        for flag, text, required in spec.inputs:
+            default = STAGE_DEFAULTS.get(flag)
+            sp.add_argument(
+                "--" + flag.replace("_", "-"), dest=flag, required=required, default=default,
+                help=text + (f" (default: {default})" if default else ""),
+            )
+        _add_config_flags(sp)
+
+    predict = sub.add_parser("predict", help="use a model", description="Run a trained model on text.")
+    predict_sub = predict.add_subparsers(dest="task", metavar="TASK", required=True)
+    fm = predict_sub.add_parser(
+        "fill-mask", help="predict the masked word", description="Top-k predictions for [MASK] in each text "
+        "(written as [MASK] whatever the model's mask token is).",
+    )
+    fm.add_argument("--model", required=True, help="model directory, kfnlp model artifact, Hub id or builtin:NAME")
+    fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
+    fm.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    fm.add_argument("texts", nargs="+", metavar="TEXT", help="text containing [MASK]")
+    return parser
+
+
+def _stage_config(spec: StageCommand, config_file: str | None, overrides: list[str]):
+    from kfnlp.config import apply_overrides, build, read_yaml
+
+    data: dict[str, Any] = {}
+    if config_file:
+        data = read_yaml(config_file)
+        if spec.section in data and isinstance(data[spec.section], dict):
+            data = data[spec.section]  # a whole pipeline config: take this stage's section
+    data = apply_overrides(data, overrides)
+    return build(_import(spec.config_type), data, spec.section)
+
+
+def cmd_stage(args) -> int:
+    spec = STAGES[args.stage]
+    config = _stage_config(spec, args.config, args.overrides)
+    kwargs = {flag: getattr(args, flag) for flag, _, _ in spec.inputs if getattr(args, flag) is not None}
+    result = _import(spec.function)(config=config, **kwargs)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from kfnlp import pipelines
+    from kfnlp.runner import load_config, run_local
+
+    entry = pipelines.get(args.pipeline)
+    config = load_config(entry, args.config, args.overrides)
+    print(f"kfnlp: running {entry.name} locally (kfp.local); log: {os.path.join(args.output, 'pipeline.log')}")
+    summary = run_local(entry, config, args.output, verbose=args.verbose)
+    print()
+    metrics, artifacts = summary["metrics"], summary["artifacts"]
+    if "perplexity_before" in metrics:
+        print(f"perplexity: {metrics['perplexity_before']:,.2f} (base) -> {metrics['perplexity_after']:,.2f} (adapted)")
+    if "model" in artifacts:
+        print(f"model:    {artifacts['model']}")
+    if "registry" in artifacts:
+        reg = artifacts["registry"]
+        print(f"registry: {reg['uri']} ({reg['tracking_uri']})")
+    print(f"summary:  {os.path.join(args.output, 'summary.json')}")
+    print(f"report:   {os.path.join(args.output, 'report.md')}")
+    if summary["status"] != "succeeded":
+        failed = [s for s in summary["stages"] if s["status"] == "failed"]
+        why = "; ".join(f"{s['name']}: {s.get('error', 'failed')}" for s in failed) or "see the log"
+        raise PipelineError(f"pipeline {entry.name} failed: {why}")
+    return 0
+
+
+def cmd_pipelines(args) -> int:
+    from kfnlp import pipelines
+    from kfnlp.runner import load_config
+
+    if args.show_config:
+        import yaml
+
+        from kfnlp.config import to_dict
+
+        print(yaml.safe_dump(to_dict(load_config(pipelines.get(args.show_config))), sort_keys=False), end="")
+        return 0
+    for entry in pipelines.PIPELINES.values():
+        print(f"{entry.name:12s} {entry.description}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from kfnlp.predict import fill_mask
+
+    results = fill_mask(args.model, args.texts, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for item in results:
+        print(item["text"])
+        for p in item["predictions"]:
+            print(f"  {p['score']:7.4f}  {p['token']}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "stage": cmd_stage,
+    "pipelines": cmd_pipelines,
+    "predict": cmd_predict,
+}
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.debug)
+    try:
+        return COMMANDS[args.command](args)
+    except KfnlpError as exc:
+        if args.debug:
+            raise
+        print(f"kfnlp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kfnlp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

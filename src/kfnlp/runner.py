@@ -1,0 +1,220 @@
+"""Run a pipeline with the real KFP local executor and summarise what happened.
+
+``kfp.local`` (SubprocessRunner, no venv) executes every component in a subprocess
+exactly as the compiled pipeline wires it. Its chatty log goes to
+``OUTPUT/pipeline.log``; the terminal gets one line per stage event and kfnlp's own
+progress lines. Afterwards the task directories are read back: the output
+artifacts' metadata (wall time), manifests and error files give ``summary.json`` and
+``report.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from kfnlp.config import apply_overrides, build, deep_merge, read_yaml, to_dict
+from kfnlp.errors import ConfigError, PipelineError
+from kfnlp.kfp_runtime import ERROR_FILE, STATUS_KEY
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+KFP_TASK_LINE = re.compile(r"(Executing task|Task '.*' finished with status|Pipeline '.*' finished with status)")
+STAGE_PREFIX = "kfnlp | "
+
+
+def load_config(entry, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """Embedded defaults <- config file <- --set overrides, validated once."""
+    data = read_yaml(entry.defaults_file)
+    if config_file:
+        try:
+            data = deep_merge(data, read_yaml(config_file))
+            build(entry.config_type, data)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith(str(config_file)) else f"{config_file}: {message}") from None
+    return build(entry.config_type, apply_overrides(data, overrides))
+
+
+def pipeline_arguments(config) -> dict[str, str]:
+    """Pipeline parameters: plain fields as they are, stage sections as JSON strings."""
+    args = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            args[f"{f.name}_config"] = json.dumps(to_dict(value), sort_keys=True)
+        else:
+            args[f.name] = value
+    return args
+
+
+class _LogRouter:
+    """A stdout stand-in: everything to the log file, the essentials to the terminal."""
+
+    def __init__(self, log: TextIO, terminal: TextIO, verbose: bool):
+        self.log, self.terminal, self.verbose = log, terminal, verbose
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.verbose:
+            self.terminal.write(text)
+            return len(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            plain = ANSI.sub("", line).strip()
+            if plain.startswith(STAGE_PREFIX):
+                self.terminal.write("  " + plain[len(STAGE_PREFIX) :] + "\n")
+            elif KFP_TASK_LINE.search(plain):
+                self.terminal.write(plain.split(" - ", 2)[-1] + "\n")
+        self.terminal.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _display_names(pipeline_fn) -> dict[str, str]:
+    tasks = pipeline_fn.pipeline_spec.root.dag.tasks
+    return {name: task.task_info.name for name, task in tasks.items()}
+
+
+def _read_task(task_dir: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {"task": task_dir.name, "status": "not run", "outputs": {}}
+    error = task_dir / ERROR_FILE
+    executor_output = task_dir / "executor_output.json"
+    if error.is_file():
+        info.update(status="failed", error=json.loads(error.read_text(encoding="utf-8"))["error"])
+    elif executor_output.is_file():
+        info["status"] = "succeeded"
+        data = json.loads(executor_output.read_text(encoding="utf-8"))
+        for name, entry in data.get("artifacts", {}).items():
+            artifact = entry["artifacts"][0]
+            info["outputs"][name] = artifact["uri"]
+            stage = artifact.get("metadata", {}).get(STATUS_KEY)
+            if stage:
+                info["wall_time_s"] = stage["wall_time_s"]
+                info["started"] = stage["started"]
+    elif any(task_dir.iterdir()):
+        info["status"] = "failed"
+        info["error"] = "the stage crashed; see pipeline.log"
+    return info
+
+
+def _manifest(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    file = Path(path) / "kfnlp-manifest.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+
+
+def _collect(run_dir: Path, names: dict[str, str]) -> list[dict[str, Any]]:
+    stages = []
+    for task, display in names.items():
+        task_dir = run_dir / task
+        info = _read_task(task_dir) if task_dir.is_dir() else {"task": task, "status": "not run", "outputs": {}}
+        info["name"] = display
+        stages.append(info)
+    stages.sort(key=lambda s: (s.get("started") is None, s.get("started") or 0))
+    return stages
+
+
+def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Final metrics and artifact locations, read from the stages' own outputs."""
+    metrics: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    for stage in stages:
+        for name, uri in stage["outputs"].items():
+            if name in ("metrics", "report"):
+                if name == "report":
+                    artifacts.setdefault("reports", []).append(uri)
+                continue
+            manifest = _manifest(uri) if Path(uri).is_dir() else {}
+            kind = manifest.get("kind")
+            if kind == "evaluation":
+                label = manifest.get("label", stage["name"])
+                metrics[label] = json.loads((Path(uri) / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+                artifacts.setdefault("evaluations", {})[label] = uri
+            elif kind == "model":
+                artifacts["model"] = uri
+                training = manifest.get("training", {})
+                metrics["training"] = {
+                    k: training.get(k) for k in ("global_step", "train_loss", "train_samples_per_second", "wall_time_s")
+                }
+            elif kind in ("dataset", "eval_set"):
+                artifacts[kind] = uri
+                metrics.setdefault("data", {})[kind] = manifest.get("counts")
+            elif name == "registered" and Path(uri).is_file():
+                reg = json.loads(Path(uri).read_text(encoding="utf-8"))
+                artifacts["registry"] = {k: reg[k] for k in ("name", "version", "uri", "tracking_uri")}
+    base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
+    if "perplexity" in base and "perplexity" in adapted:
+        metrics["perplexity_before"] = base["perplexity"]
+        metrics["perplexity_after"] = adapted["perplexity"]
+        metrics["perplexity_ratio"] = adapted["perplexity"] / base["perplexity"]
+    return metrics, artifacts
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_local(entry, config, output: str | os.PathLike, verbose: bool = False, terminal: TextIO | None = None) -> dict:
+    """Run ``entry``'s pipeline under kfp.local; write summary.json and report.md."""
+    from kfp import local
+
+    from kfnlp.reports import run_report
+
+    terminal = terminal or sys.stdout
+    output = Path(output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    for stale in ("summary.json", "report.md"):
+        (output / stale).unlink(missing_ok=True)  # never leave an old run's results looking current
+    root = output / "artifacts"
+    root.mkdir(exist_ok=True)
+    before = set(root.iterdir())
+    pipeline_fn = entry.load()
+    arguments = pipeline_arguments(config)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ["KFNLP_LOG_PREFIX"] = STAGE_PREFIX
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
+    started = time.time()
+    log_path = output / "pipeline.log"
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(_LogRouter(log, terminal, verbose)):
+        pipeline_fn(**arguments)
+    wall = time.time() - started
+    new_runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not new_runs:
+        raise PipelineError(f"kfp.local produced no run directory under {root}; see {log_path}")
+    run_dir = new_runs[-1]
+    stages = _collect(run_dir, _display_names(pipeline_fn))
+    metrics, artifacts = _results(stages)
+    failed = [s for s in stages if s["status"] != "succeeded"]
+    summary = {
+        "pipeline": entry.name,
+        "run": run_dir.name,
+        "status": "failed" if failed else "succeeded",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_time_s": round(wall, 2),
+        "parameters": to_dict(config),
+        "stages": stages,
+        "metrics": metrics,
+        "artifacts": artifacts,
+        "log": str(log_path),
+    }
+    _write_atomic(output / "summary.json", json.dumps(summary, indent=2, default=str))
+    _write_atomic(output / "report.md", run_report(summary))
+    return summary

@@ -1,0 +1,3 @@
+from kfnlp.cli import main
+import sys
+sys.exit(main())

@@ -1,3 +1,7 @@
-from kfnlp.cli import main
+"""``python -m kfnlp`` is the ``kfnlp`` command."""
+
 import sys
+
+from kfnlp.cli import main
+
 sys.exit(main())

@@ -12,12 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def resolve_precision(requested: str) -> str:
-    """``auto`` means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."""
+    """``auto`` means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.
+
+    An explicit ``bf16`` also runs on CPU (autocast); ``fp16`` needs a GPU and falls
+    back to fp32 with a warning.
+    """
     import torch
 
     if requested != "auto":
-        if requested in ("fp16", "bf16") and not torch.cuda.is_available():
-            log.warning("%s needs a GPU; training in fp32 on CPU", requested)
+        if requested == "fp16" and not torch.cuda.is_available():
+            log.warning("fp16 needs a GPU; training in fp32 on CPU")
             return "no"
         return requested
     if not torch.cuda.is_available():
@@ -28,12 +32,14 @@ def resolve_precision(requested: str) -> str:
 def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
     """TrainingArguments with kfnlp's house rules: no Hub, no reporting integrations,
     safetensors, quiet progress bars when nobody is watching a terminal."""
+    import torch
     from transformers import TrainingArguments
 
     return TrainingArguments(
         output_dir=output_dir,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
         report_to="none",
         push_to_hub=False,
         disable_tqdm=not sys.stderr.isatty(),

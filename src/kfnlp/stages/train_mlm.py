@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,8 +33,8 @@ class TrainMlmConfig:
     masking: Strategy = "token"
     mask_probability: float | None = None  # default: 0.15 token-level, 0.2 whole-word
     seed: int = 42
-    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
-    eval_strategy: str = "epoch"  # epoch | steps | no
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPUs, fp32 on CPU
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
     eval_steps: int | None = None
     logging_steps: int = 50
     save_steps: int = 500
@@ -48,10 +49,8 @@ class TrainMlmConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set num_epochs > 0 or max_steps > 0")
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
-        if self.eval_strategy not in ("epoch", "steps", "no"):
-            raise ValueError(f"eval_strategy must be epoch, steps or no, got {self.eval_strategy!r}")
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            raise ValueError("eval_strategy steps needs eval_steps")
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
             raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
 

@@ -4,12 +4,13 @@ preprocess -> mask-eval -> evaluate(base) ─┐
                       └─> train-mlm -> evaluate(adapted) -> register
 """
 
+from kfp import dsl
+
 from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.register.component import register
 from kfnlp.components.train_mlm.component import train_mlm
-from kfp import dsl
 
 
 @dsl.pipeline(name="mlm-adapt", description="Masked-LM domain adaptation with a stable perplexity before/after.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kfnlp.errors import RegistryError
-from kfnlp.registry import Registry, safe_tags
+from kfnlp.registry import Registry, redact_uri, safe_tags
 
 
 def test_versions_increase_and_carry_tags_metrics_and_files(tmp_path, kfnlp_home):
@@ -35,3 +35,8 @@ def test_secret_looking_tags_are_refused():
     for key in ("aws_secret_access_key", "HF_TOKEN", "db.password"):
         with pytest.raises(RegistryError, match="secret"):
             safe_tags({key: "x"})
+
+
+def test_credentials_in_a_tracking_uri_never_reach_outputs():
+    assert redact_uri("https://user:s3cret@mlflow.example/") == "https://mlflow.example/"
+    assert redact_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -23,7 +23,8 @@ def mlm_adapt(
     register_config: str = "{}",
 ):
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
-    stage's defaults. ``kfnlp run``/``kfnlp compile`` fill them from a YAML config."""
+    stage's code defaults (the recipe's). ``kfnlp run`` fills them from the embedded
+    defaults, a YAML config and --set overrides."""
     data = preprocess(config=preprocess_config, tokenizer=model).set_display_name("preprocess")
     masked = mask_eval(config=mask_eval_config, dataset=data.outputs["dataset"]).set_display_name("mask-eval")
     base = evaluate(

@@ -34,6 +34,11 @@ def _artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
+def redact_uri(uri: str) -> str:
+    """A URI fit for logs and outputs: any user:password@ part removed."""
+    return re.sub(r"//[^/@]*@", "//", uri)
+
+
 def safe_tags(tags: dict[str, Any]) -> dict[str, str]:
     """Tags as strings, refusing anything that looks like a secret."""
     out = {}
@@ -59,7 +64,7 @@ class Registry:
             mlflow.set_registry_uri(self.uri)
             self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         except Exception as exc:  # MLflow raises many types for a bad URI
-            raise RegistryError(f"cannot open the registry at {self.uri}: {exc}") from None
+            raise RegistryError(f"cannot open the registry at {redact_uri(self.uri)}: {exc}") from None
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(EXPERIMENT)
@@ -98,14 +103,14 @@ class Registry:
                 self.client.create_registered_model(name, tags={"kfnlp.task": tags.get("kfnlp.task", "")})
             version = self.client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
         except MlflowException as exc:
-            raise RegistryError(f"registry {self.uri}: {exc.message}") from None
+            raise RegistryError(f"registry {redact_uri(self.uri)}: {exc.message}") from None
         log.info("registered %s version %s", name, version.version)
         return {
             "name": name,
             "version": int(version.version),
             "uri": f"models:/{name}/{version.version}",
             "run_id": run.info.run_id,
-            "tracking_uri": self.uri,
+            "tracking_uri": redact_uri(self.uri),
             "source": source,
         }
 
@@ -115,4 +120,4 @@ class Registry:
         try:
             return self.client.get_model_version(name, str(version))
         except MlflowException as exc:
-            raise RegistryError(f"registry {self.uri}: no version {version} of model {name!r} ({exc.message})") from None
+            raise RegistryError(f"registry {redact_uri(self.uri)}: no version {version} of model {name!r} ({exc.message})") from None

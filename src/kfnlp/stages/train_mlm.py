@@ -49,6 +49,8 @@ class TrainMlmConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ValueError("set num_epochs > 0 or max_steps > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise ValueError("eval_strategy steps needs eval_steps")
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:

@@ -33,7 +33,9 @@ def test_summary_lists_every_stage_with_status_time_and_artifacts(finished_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["pipeline"] == "mlm-adapt" and summary["status"] == "succeeded"
     names = [s["name"] for s in summary["stages"]]
-    assert names == ["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register"]
+    # in execution order; kfp.local may run evaluate-base before or after train-mlm
+    assert sorted(names) == sorted(["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register"])
+    assert names[:2] == ["preprocess", "mask-eval"] and names[-2:] == ["evaluate-adapted", "register"]
     assert all(s["status"] == "succeeded" and s["wall_time_s"] > 0 for s in summary["stages"])
     assert summary["parameters"]["train_mlm"]["max_steps"] == 40
     assert summary["parameters"]["preprocess"]["max_documents"] == 300

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from kfnlp import __version__
 from kfnlp.errors import KfnlpError, PipelineError
@@ -38,41 +41,56 @@ STAGES = {
         "preprocess",
         "kfnlp.stages.preprocess:PreprocessConfig",
         "kfnlp.stages.preprocess:preprocess",
-        (("output", "dataset artifact directory to write", True),
-         ("tokenizer", "model whose tokenizer to use (Hub id, path or builtin:splade-tiny)", False)),
+        (
+            ("output", "dataset artifact directory to write", True),
+            ("tokenizer", "model whose tokenizer to use (Hub id, path or builtin:splade-tiny)", False),
+        ),
         "read, split, tokenize and chunk a corpus",
     ),
     "mask-eval": StageCommand(
         "mask_eval",
         "kfnlp.stages.mask_eval:MaskEvalConfig",
         "kfnlp.stages.mask_eval:mask_eval",
-        (("dataset", "dataset artifact from preprocess", True), ("output", "eval-set artifact directory to write", True)),
+        (
+            ("dataset", "dataset artifact from preprocess", True),
+            ("output", "eval-set artifact directory to write", True),
+        ),
         "mask the held-out split once with a fixed seed",
     ),
     "train-mlm": StageCommand(
         "train_mlm",
         "kfnlp.stages.train_mlm:TrainMlmConfig",
         "kfnlp.stages.train_mlm:train_mlm",
-        (("dataset", "dataset artifact from preprocess", True), ("eval_set", "eval-set artifact from mask-eval", True),
-         ("output", "model artifact directory to write", True),
-         ("base_model", "model to adapt (Hub id, path or builtin:splade-tiny)", False)),
+        (
+            ("dataset", "dataset artifact from preprocess", True),
+            ("eval_set", "eval-set artifact from mask-eval", True),
+            ("output", "model artifact directory to write", True),
+            ("base_model", "model to adapt (Hub id, path or builtin:splade-tiny)", False),
+        ),
         "adapt a masked-LM to the corpus",
     ),
     "evaluate": StageCommand(
         "evaluate",
         "kfnlp.stages.evaluate:EvaluateConfig",
         "kfnlp.stages.evaluate:evaluate_mlm",
-        (("model", "model to score (artifact, path, Hub id or builtin:splade-tiny)", True),
-         ("eval_set", "eval-set artifact from mask-eval", True), ("output", "evaluation directory to write", True),
-         ("label", "name for this model in reports", False)),
+        (
+            ("model", "model to score (artifact, path, Hub id or builtin:splade-tiny)", True),
+            ("eval_set", "eval-set artifact from mask-eval", True),
+            ("output", "evaluation directory to write", True),
+            ("label", "name for this model in reports", False),
+        ),
         "perplexity on the masked eval set plus fill-mask examples",
     ),
     "register": StageCommand(
         "register",
         "kfnlp.stages.register:RegisterConfig",
         "kfnlp.stages.register:register",
-        (("model", "model artifact from train-mlm", True), ("evaluation", "evaluation of that model", True),
-         ("baseline", "evaluation of the base model (optional)", False), ("run_name", "pipeline run name", False)),
+        (
+            ("model", "model artifact from train-mlm", True),
+            ("evaluation", "evaluation of that model", True),
+            ("baseline", "evaluation of the base model (optional)", False),
+            ("run_name", "pipeline run name", False),
+        ),
         "record the model as a new version in the model registry",
     ),
 }
@@ -86,16 +104,59 @@ def _import(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, example: str = "train_mlm.max_steps=100") -> None:
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML config file (overrides the embedded defaults)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train_mlm.max_steps=100 (repeatable)",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one config value, e.g. --set {example} (repeatable)",
     )
 
 
+def _stage_epilog(spec: StageCommand) -> str | None:
+    """The stage's config keys, types and defaults, for ``kfnlp stage NAME --help``."""
+    try:
+        from typing import get_type_hints
+
+        from kfnlp.config import _type_name
+
+        cls = _import(spec.config_type)
+        hints = get_type_hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            rows.append(f"  {f.name:<18} {_type_name(hints[f.name])} (default: {json.dumps(default)})")
+    except Exception:  # help must work even if a stage module cannot be imported
+        return None
+    return (
+        "config keys (--set KEY=VALUE; a --config file may hold them at its top level\n"
+        f"or in its {spec.section}: section, as a pipeline config does):\n" + "\n".join(rows)
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog may be a function, called only for --help."""
+
+    def format_help(self) -> str:
+        if callable(self.epilog):
+            self.epilog = self.epilog()
+        return super().format_help()
+
+
+STAGE_EXAMPLES = {
+    "preprocess": "max_documents=1000",
+    "mask_eval": "max_chunks=500",
+    "train_mlm": "max_steps=100",
+    "evaluate": "batch_size=32",
+    "register": "model_name=kfnlp-mlm-imdb",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kfnlp",
         description="Kubeflow pipeline components for NLP model adaptation.",
         epilog=EPILOG,
@@ -106,40 +167,58 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
-        "run", help="run a pipeline", description="Run a pipeline. --local runs it with the KFP local executor "
+        "run",
+        help="run a pipeline",
+        description="Run a pipeline. --local runs it with the KFP local executor "
         "(kfp.local, one subprocess per stage) and writes OUTPUT/summary.json and OUTPUT/report.md.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("pipeline", metavar="PIPELINE", help="pipeline name (see `kfnlp pipelines`)")
     run.add_argument("--local", action="store_true", required=True, help="run on this machine with kfp.local")
-    run.add_argument("--output", default="out", metavar="DIR", help="where artifacts, summary and report go (default: out)")
+    run.add_argument(
+        "--output", default="out", metavar="DIR", help="where artifacts, summary and report go (default: out)"
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="stream the full KFP log, not just stage events")
     _add_config_flags(run)
 
     pipes = sub.add_parser("pipelines", help="list the pipelines", description="List pipelines and their stages.")
-    pipes.add_argument("--config", dest="show_config", metavar="PIPELINE", help="print a pipeline's effective default config")
+    pipes.add_argument(
+        "--config", dest="show_config", metavar="PIPELINE", help="print a pipeline's effective default config"
+    )
 
     stage = sub.add_parser(
-        "stage", help="run one stage directly",
+        "stage",
+        help="run one stage directly",
         description="Run one stage in this process: the same function the KFP component calls "
         "(and what a container runs). Config keys are the stage's own (no section prefix).",
     )
     stage_sub = stage.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, spec in STAGES.items():
-        sp = stage_sub.add_parser(name, help=spec.help, description=spec.help)
+        sp = stage_sub.add_parser(
+            name,
+            help=spec.help,
+            description=spec.help,
+            epilog=functools.partial(_stage_epilog, spec),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         for flag, text, required in spec.inputs:
             default = STAGE_DEFAULTS.get(flag)
             sp.add_argument(
-                "--" + flag.replace("_", "-"), dest=flag, required=required, default=default,
+                "--" + flag.replace("_", "-"),
+                dest=flag,
+                required=required,
+                default=default,
                 help=text + (f" (default: {default})" if default else ""),
             )
-        _add_config_flags(sp)
+        _add_config_flags(sp, STAGE_EXAMPLES[spec.section])
 
     predict = sub.add_parser("predict", help="use a model", description="Run a trained model on text.")
     predict_sub = predict.add_subparsers(dest="task", metavar="TASK", required=True)
     fm = predict_sub.add_parser(
-        "fill-mask", help="predict the masked word", description="Top-k predictions for [MASK] in each text "
-        "(written as [MASK] whatever the model's mask token is).",
+        "fill-mask",
+        help="predict the masked word",
+        description="Top-k predictions for [MASK] in each text (written as [MASK] whatever the model's mask token is).",
     )
     fm.add_argument("--model", required=True, help="model directory, kfnlp model artifact, Hub id or builtin:NAME")
     fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
@@ -149,21 +228,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stage_config(spec: StageCommand, config_file: str | None, overrides: list[str]):
-    from kfnlp.config import apply_overrides, build, read_yaml
+    from kfnlp.config import apply_overrides, blame_file, build, read_yaml
+    from kfnlp.errors import ConfigError
 
+    config_type = _import(spec.config_type)
     data: dict[str, Any] = {}
     if config_file:
         data = read_yaml(config_file)
         if spec.section in data and isinstance(data[spec.section], dict):
             data = data[spec.section]  # a whole pipeline config: take this stage's section
-    data = apply_overrides(data, overrides)
-    return build(_import(spec.config_type), data, spec.section)
+        try:
+            build(config_type, data, spec.section)
+        except ConfigError as exc:
+            raise blame_file(exc, config_file, spec.section) from None
+    # a stage's keys have no section prefix, but accept the pipeline spelling too
+    data = apply_overrides(data, [_strip_section(item, spec.section) for item in overrides])
+    return build(config_type, data, spec.section)
+
+
+MODEL_FLAGS = ("tokenizer", "base_model", "model")
+
+
+def _strip_section(item: str, section: str) -> str:
+    for prefix in (section + ".", section.replace("_", "-") + "."):
+        if item.startswith(prefix):
+            return item[len(prefix) :]
+    return item
 
 
 def cmd_stage(args) -> int:
+    from kfnlp.runner import check_model_ref
+
     spec = STAGES[args.stage]
     config = _stage_config(spec, args.config, args.overrides)
     kwargs = {flag: getattr(args, flag) for flag, _, _ in spec.inputs if getattr(args, flag) is not None}
+    for flag in MODEL_FLAGS:
+        if flag in kwargs:
+            check_model_ref(kwargs[flag], "--" + flag.replace("_", "-"))
     result = _import(spec.function)(config=config, **kwargs)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -171,10 +272,11 @@ def cmd_stage(args) -> int:
 
 def cmd_run(args) -> int:
     from kfnlp import pipelines
-    from kfnlp.runner import load_config, run_local
+    from kfnlp.runner import load_config, preflight, run_local
 
     entry = pipelines.get(args.pipeline)
     config = load_config(entry, args.config, args.overrides)
+    preflight(config)  # bad paths and model names fail here, before any stage starts
     print(f"kfnlp: running {entry.name} locally (kfp.local); log: {os.path.join(args.output, 'pipeline.log')}")
     summary = run_local(entry, config, args.output, verbose=args.verbose)
     print()
@@ -212,8 +314,15 @@ def cmd_pipelines(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from kfnlp.errors import ConfigError
     from kfnlp.predict import fill_mask
+    from kfnlp.runner import check_model_ref
 
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    check_model_ref(args.model, "--model")
+    if not args.debug:  # a weight-loading bar is noise here, and would precede an error line
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     results = fill_mask(args.model, args.texts, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -256,11 +365,27 @@ def main(argv: list[str] | None = None) -> int:
     except KfnlpError as exc:
         if args.debug:
             raise
-        print(f"kfnlp: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("kfnlp: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file we could not read or write, outside the checked paths
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return 1
+    except Exception as exc:  # a bug: say what, keep the traceback for --debug
+        if args.debug:
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+
+
+def _error(message: str) -> None:
+    """The one line a failed command prints on stderr."""
+    print(f"kfnlp: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

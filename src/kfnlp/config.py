@@ -7,6 +7,7 @@ file), the bad value and what was expected.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -19,6 +20,8 @@ import yaml
 from kfnlp.errors import ConfigError
 
 T = TypeVar("T")
+TRUE = {"true", "yes", "on", "1"}
+FALSE = {"false", "no", "off", "0"}
 
 
 def _type_name(tp: Any) -> str:
@@ -29,10 +32,18 @@ def _type_name(tp: Any) -> str:
         names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
         return " or ".join(names) + (" or null" if type(None) in get_args(tp) else "")
     if origin is list:
-        return f"a list of {_type_name(get_args(tp)[0])}"
+        item = get_args(tp)[0]
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(item) or _type_name(item)}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
+
+
+def _bool_hint(value: Any) -> str:
+    if isinstance(value, bool):
+        return " (YAML reads unquoted yes/no/on/off as true/false: quote the value)"
+    return ""
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -40,9 +51,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
-            if type(None) in args:
-                return None
+        is_null = value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~"))
+        if is_null and type(None) in args:
+            return None
         for arg in args:
             if arg is type(None):
                 continue
@@ -50,42 +61,68 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
     if origin is Literal:
-        if value in get_args(tp):
+        choices = get_args(tp)
+        if not isinstance(value, bool) and value in choices:
             return value
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        if isinstance(value, bool):  # YAML reads an unquoted no/yes as false/true
+            word = "yes" if value else "no"
+            if word in choices:
+                return word
+        if isinstance(value, str):  # from --set: match the choices' spelling
+            for choice in choices:
+                if value.strip().lower() == str(choice).lower():
+                    return choice
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}{_bool_hint(value)}", key)
     if origin is list:
         if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip().startswith("[") else [value]
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{key}: expected a JSON list, got {value!r} ({exc.msg})") from None
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    try:
+                        value = yaml.safe_load(text)
+                    except yaml.YAMLError as exc:
+                        problem = getattr(exc, "problem", None) or "not a list"
+                        raise ConfigError(
+                            f"{key}: expected a list like [a, b], got {value!r} ({problem})", key
+                        ) from None
+            else:
+                value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
         return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
+            return value.strip().lower() in TRUE
+        raise ConfigError(f"{key}: expected true/false, got {value!r}", key)
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
             try:
-                return int(value.replace("_", ""))
+                return int(value.strip().replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:
+                if number.is_integer():
+                    return int(number)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", key)
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
@@ -93,16 +130,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected a number, got {value!r}", key)
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {value!r}{_bool_hint(value)}", key)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+    raise ConfigError(f"{key}: unsupported type {tp}", key)  # pragma: no cover - programming error
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:
@@ -112,26 +149,24 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of keys, got {data!r}", where or None)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; known keys"
-            f"{' in ' + where if where else ''}: {', '.join(sorted(fields))}"
+            f"{' in ' + where if where else ''}: {', '.join(sorted(fields))}",
+            f"{prefix}{unknown[0]!s}",
         )
-    kwargs = {
-        name: _coerce(value, hints[name], f"{where}.{name}" if where else name)
-        for name, value in data.items()
-    }
+    kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+        raise ConfigError(f"{where or cls.__name__}: {exc}", where or None) from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -156,43 +191,99 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{line}: invalid YAML: {problem}") from None
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level, got {type(data).__name__}")
     return data
 
 
+def yaml_key_line(path: str | Path, key: str) -> int | None:
+    """The 1-based line of dotted ``key`` in YAML file ``path`` (None if absent)."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == part:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def blame_file(exc: ConfigError, path: str | Path, section: str | None = None) -> ConfigError:
+    """``exc`` reworded to start with ``FILE:LINE:`` for a key that file sets.
+
+    ``section``: the file may hold only that section's keys (``kfnlp stage``)."""
+    message = str(exc)
+    name = str(Path(path))
+    if message.startswith(name + ":"):
+        return exc
+    line = None
+    if exc.key:
+        line = yaml_key_line(path, exc.key)
+        if line is None and section and exc.key.startswith(section + "."):
+            line = yaml_key_line(path, exc.key[len(section) + 1 :])
+    return ConfigError(f"{name}:{line}: {message}" if line else f"{name}: {message}", exc.key)
+
+
+def _override_value(raw: str) -> Any:
+    """A ``--set`` value: quoted -> the string inside; a JSON/YAML list or mapping ->
+    that; anything else stays the raw string, which :func:`build` converts to the
+    field's type (so ``no`` stays "no" for a string field and 007 stays "007")."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return raw
+        return value if isinstance(value, str) else raw
+    return raw
+
+
 def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings to a nested mapping (values stay strings
-    or YAML scalars; :func:`build` converts and checks them)."""
-    data = json.loads(json.dumps(data))  # deep copy of plain data
+    """Apply ``section.key=value`` strings to a nested mapping (values stay strings;
+    :func:`build` converts and checks them against the field types)."""
+    data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or not all(part.strip() for part in parts):
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train_mlm.max_steps=100")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, (dict,)):
-            value = raw
         node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {part} is not a section")
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: {where} is a value, not a config section", where)
             node = child
-        node[parts[-1]] = value
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"--set {item!r}: {key} is a config section; set one of its keys ({key}.KEY=VALUE)", key)
+        node[parts[-1]] = _override_value(raw)
     return data
 
 

@@ -13,9 +13,17 @@ class KfnlpError(Exception):
 
 
 class ConfigError(KfnlpError):
-    """A config file, key or value is wrong."""
+    """A config file, key or value is wrong.
+
+    ``key`` is the dotted config key the message is about, when there is one, so
+    that callers can point at the line of a config file that set it.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class InputError(KfnlpError):

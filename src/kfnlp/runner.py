@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from kfnlp.config import apply_overrides, build, deep_merge, read_yaml, to_dict
-from kfnlp.errors import ConfigError, PipelineError
+from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
+from kfnlp.errors import ConfigError, PipelineError, StorageError
 from kfnlp.kfp_runtime import ERROR_FILE, STATUS_KEY
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -37,9 +37,81 @@ def load_config(entry, config_file: str | None = None, overrides: list[str] | tu
             data = deep_merge(data, read_yaml(config_file))
             build(entry.config_type, data)
         except ConfigError as exc:
-            message = str(exc)
-            raise ConfigError(message if message.startswith(str(config_file)) else f"{config_file}: {message}") from None
+            raise blame_file(exc, config_file) from None
     return build(entry.config_type, apply_overrides(data, overrides))
+
+
+MODEL_KEYS = ("model", "base_model", "tokenizer")
+
+
+def _looks_like_path(ref: str) -> bool:
+    """Hub ids are NAME or ORG/NAME; anything else path-shaped is a local path."""
+    return ref.startswith(("/", "./", "../", "~", ".")) or ref.count("/") > 1 or "\\" in ref
+
+
+def check_model_ref(ref: str, key: str = "model") -> None:
+    """Fail fast, before any stage starts, on a model reference that cannot load:
+    an unknown ``builtin:`` name, a local path that does not exist, or (offline) a
+    Hub id that is not in the local Hugging Face cache."""
+    from kfnlp.assets import BUILTIN_PREFIX, resolve_model_ref
+
+    if not ref or not ref.strip():
+        raise ConfigError(f"{key}: empty model reference; expected a directory, a Hub id or builtin:NAME", key)
+    if ref.startswith(BUILTIN_PREFIX):
+        try:
+            location = Path(resolve_model_ref(ref))
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
+        if not location.is_dir():
+            raise ConfigError(f"{key}: {ref} resolves to {location}, which does not exist; reinstall its package", key)
+        return
+    path = Path(ref).expanduser()
+    if path.exists() or _looks_like_path(ref):
+        if not path.exists():
+            raise ConfigError(f"{key}: {ref}: no such model directory", key)
+        if not path.is_dir():
+            raise ConfigError(f"{key}: {ref}: expected a model directory, found a file", key)
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(f"{key}: {ref}: model directory is not readable", key)
+        return
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        raise ConfigError(f"{key}: {ref!r}: no such directory, and not a valid Hugging Face Hub id", key) from None
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = (try_to_load_from_cache(ref, name) for name in ("config.json", "tokenizer_config.json"))
+        if not any(isinstance(path, str) for path in cached):
+            raise ConfigError(
+                f"{key}: {ref!r}: no such directory, and not a Hub model in the local Hugging Face cache "
+                "(HF_HUB_OFFLINE is set); use a local model directory or builtin:splade-tiny",
+                key,
+            )
+
+
+def preflight(config) -> None:
+    """Cheap checks of a validated pipeline config before launching any stage:
+    local corpus sources exist, are readable, non-empty and of a supported type;
+    model references resolve. Raises ConfigError/InputError naming the key."""
+    from kfnlp.data.corpus import check_source
+
+    def walk(obj, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif f.name == "source" and isinstance(value, str):
+                check_source(value, key)
+            elif f.name in MODEL_KEYS and isinstance(value, str):
+                check_model_ref(value, key)
+
+    walk(config, "")
 
 
 def pipeline_arguments(config) -> dict[str, str]:
@@ -180,11 +252,14 @@ def run_local(entry, config, output: str | os.PathLike, verbose: bool = False, t
 
     terminal = terminal or sys.stdout
     output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in ("summary.json", "report.md"):
-        (output / stale).unlink(missing_ok=True)  # never leave an old run's results looking current
-    root = output / "artifacts"
-    root.mkdir(exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for stale in ("summary.json", "report.md"):
+            (output / stale).unlink(missing_ok=True)  # never leave an old run's results looking current
+        root = output / "artifacts"
+        root.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{output}: cannot use as the output directory ({exc.strerror or exc})") from None
     before = set(root.iterdir())
     pipeline_fn = entry.load()
     arguments = pipeline_arguments(config)

@@ -16,12 +16,13 @@ import csv
 import glob
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfnlp.assets import BUILTIN_PREFIX, builtin_data_file
-from kfnlp.errors import InputError
+from kfnlp.errors import InputError, KfnlpError
 from kfnlp.storage import sha256_file
 
 SUPPORTED = {".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"}
@@ -58,66 +59,116 @@ def extract_text(record: Any, path: str) -> str | None:
     return " ".join(s for s in strings if s)
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "expected UTF-8 text (re-encode the file, e.g. with iconv -t utf-8)"
+        ) from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split on newlines only (``str.splitlines`` also splits on U+2028 and
+    friends, which JSON strings may contain)."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 def _missing_column(path: Path, column: str, available: list[str]) -> InputError:
     return InputError(
-        f"{path}: no text column {column!r}; available columns: {', '.join(map(str, available)) or '(none)'}"
+        f"{path}: no text column {column!r}; available columns: {', '.join(repr(str(a)) for a in available) or '(none)'}"
+        " (set preprocess.text_column)"
     )
 
 
 def _read_delimited(path: Path, column: str, delimiter: str) -> list[str]:
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter)
-    header = reader.fieldnames or []
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
+    line = 1
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        raise InputError(f"{path}:1: malformed {kind} header ({exc})") from None
     top = column.split(".")[0]
     if top not in header:
         raise _missing_column(path, column, header)
     docs = []
     try:
-        for row in reader:
+        while True:
+            line = reader.line_num + 1  # where the next record starts
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
             text = extract_text(row, column)
             if text and text.strip():
                 docs.append(text)
     except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        hint = "; a quoted field is never closed" if "end of data" in str(exc) else ""
+        raise InputError(f"{path}:{line}: malformed {kind} record ({exc}{hint})") from None
     return docs
 
 
-def _read_jsonl(path: Path, column: str) -> list[str]:
-    docs = []
-    seen_column = False
-    keys: set[str] = set()
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+def _records_from_lines(path: Path, text: str) -> list[tuple[int, Any]]:
+    records = []
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            records.append((number, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: broken JSON line ({exc.msg} at column {exc.colno})") from None
+            raise InputError(
+                f"{path}:{number}: broken JSON line ({exc.msg} at column {exc.colno}); expected one JSON object per line"
+            ) from None
+    return records
+
+
+def _read_jsonl(path: Path, column: str) -> list[str]:
+    text = _decode(path)
+    records: list[tuple[int | str, Any]] | None = None
+    if path.suffix.lower() == ".json":  # a whole JSON document (array of objects) or JSON Lines
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if text.lstrip().startswith("["):
+                raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        else:
+            items = whole if isinstance(whole, list) else [whole]
+            records = [(f"item {i}", item) for i, item in enumerate(items)]
+    if records is None:
+        records = list(_records_from_lines(path, text))
+    docs = []
+    seen_column = False
+    keys: set[str] = set()
+    for where, record in records:
         if not isinstance(record, dict):
-            raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            sep = ":" if isinstance(where, int) else ": "
+            raise InputError(f"{path}{sep}{where}: expected a JSON object, got {type(record).__name__}")
         keys.update(record)
-        text = extract_text(record, column)
-        if text is not None:
+        text_value = extract_text(record, column)
+        if text_value is not None:
             seen_column = True
-            if text.strip():
-                docs.append(text)
+            if text_value.strip():
+                docs.append(text_value)
     if keys and not seen_column:
         raise _missing_column(path, column, sorted(keys))
     return docs
 
 
 def _read_txt(path: Path) -> list[str]:
-    return [line for line in _decode(path).splitlines() if line.strip()]
+    return [line for line in _lines(_decode(path)) if line.strip()]
 
 
 def _read_parquet(path: Path, column: str) -> list[str]:
@@ -126,7 +177,8 @@ def _read_parquet(path: Path, column: str) -> list[str]:
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several unrelated types
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{path}: not a readable Parquet file ({detail})") from None
     top = column.split(".")[0]
     if top not in table.column_names:
         raise _missing_column(path, column, table.column_names)
@@ -150,11 +202,13 @@ def read_file(path: Path, column: str) -> list[str]:
         return _read_txt(path)
     if suffix == ".parquet":
         return _read_parquet(path, column)
-    raise InputError(f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(sorted(SUPPORTED))}")
+    raise InputError(
+        f"{path}: unsupported file type {suffix or '(none)'}; expected one of {', '.join(sorted(SUPPORTED))}"
+    )
 
 
 def _local_files(source: str) -> list[Path]:
-    path = Path(source)
+    path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
         if not files:
@@ -162,10 +216,56 @@ def _local_files(source: str) -> list[Path]:
         return files
     if path.is_file():
         return [path]
-    matches = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
-    if any(ch in source for ch in "*?[") and matches:
-        return matches
+    if any(ch in source for ch in "*?["):
+        matches = sorted(
+            Path(p) for p in glob.glob(str(Path(source).expanduser()), recursive=True) if Path(p).is_file()
+        )
+        if matches:
+            return matches
+        raise InputError(f"{source}: the pattern matches no files")
     raise InputError(f"{source}: no such file or directory")
+
+
+def local_files(source: str) -> list[Path]:
+    """The files a local source names, each checked: exists, readable, non-empty
+    and of a supported type (raises :class:`InputError` naming the file)."""
+    files = _local_files(source)
+    for file in files:
+        if file.suffix.lower() not in SUPPORTED:
+            raise InputError(
+                f"{file}: unsupported file type {file.suffix or '(none)'}; expected one of {', '.join(sorted(SUPPORTED))}"
+            )
+        try:
+            size = file.stat().st_size
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from None
+        if size == 0:
+            raise InputError(f"{file}: file is empty")
+        if not os.access(file, os.R_OK):
+            raise InputError(f"{file}: cannot read (permission denied)")
+    return files
+
+
+def _check_not_empty(source: str, key: str) -> None:
+    if not source or not source.strip():
+        raise InputError(f"{key}: empty source; expected a file, directory, glob, hf:DATASET or builtin:NAME")
+
+
+def check_source(source: str, key: str = "preprocess.source") -> None:
+    """Fast check that ``source`` can be read, without reading it: local files
+    exist, are readable, non-empty and supported; builtin names are known."""
+    _check_not_empty(source, key)
+    if source.startswith("hf:"):
+        if not source[3:].strip():
+            raise InputError(f"{key}: {source!r}: expected hf:DATASET_ID")
+        return
+    try:
+        if source.startswith(BUILTIN_PREFIX):
+            builtin_data_file(source[len(BUILTIN_PREFIX) :])
+        else:
+            local_files(source)
+    except KfnlpError as exc:
+        raise type(exc)(f"{key}: {exc}") from None
 
 
 def _read_hub(dataset_id: str, column: str, config: str | None, split: str) -> Corpus:
@@ -183,7 +283,9 @@ def _read_hub(dataset_id: str, column: str, config: str | None, split: str) -> C
     return Corpus(docs, origin)
 
 
-def load_corpus(source: str, text_column: str = "text", hf_config: str | None = None, hf_split: str = "train") -> Corpus:
+def load_corpus(
+    source: str, text_column: str = "text", hf_config: str | None = None, hf_split: str = "train"
+) -> Corpus:
     """Read every document of ``source``; raise :class:`InputError` if there are none."""
     if source.startswith("hf:"):
         corpus = _read_hub(source[3:], text_column, hf_config, hf_split)
@@ -194,12 +296,11 @@ def load_corpus(source: str, text_column: str = "text", hf_config: str | None = 
             docs = [row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip()]
         corpus = Corpus(docs, [{"builtin": name, "sha256": sha256_file(path)}])
     else:
-        files = _local_files(source)
+        _check_not_empty(source, "source")
+        files = local_files(source)
         docs = []
         origin = []
         for file in files:
-            if file.stat().st_size == 0:
-                raise InputError(f"{file}: file is empty")
             docs.extend(read_file(file, text_column))
             origin.append({"file": file.name, "sha256": sha256_file(file)})
         corpus = Corpus(docs, origin)

@@ -21,8 +21,11 @@ def stock_loss(eval_set: Path) -> float:
     model = AutoModelForMaskedLM.from_pretrained(resolve_model_ref("builtin:splade-tiny")).eval()
     data = datasets.load_from_disk(str(eval_set / "data")).with_format("torch")[:]
     with torch.inference_mode():
-        out = model(input_ids=data["input_ids"].long(), attention_mask=data["attention_mask"].long(),
-                    labels=data["labels"].long())
+        out = model(
+            input_ids=data["input_ids"].long(),
+            attention_mask=data["attention_mask"].long(),
+            labels=data["labels"].long(),
+        )
     return float(out.loss)
 
 
@@ -51,8 +54,9 @@ def test_refuses_a_model_with_another_vocabulary(tiny_eval_set, tmp_path):
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "film"]))
     tok = BertTokenizerFast(vocab_file=str(vocab))
     other = tmp_path / "other"
-    BertForMaskedLM(BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                               intermediate_size=8)).save_pretrained(other)
+    BertForMaskedLM(
+        BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    ).save_pretrained(other)
     tok.save_pretrained(other)
     with pytest.raises(InputError, match="different vocabulary"):
         evaluate_mlm(str(other), str(tiny_eval_set), str(tmp_path / "ev"), EvaluateConfig(), "other")

@@ -10,12 +10,18 @@ import pytest
 from tests.conftest import run_cli
 
 TINY = [
-    "--set", "preprocess.max_documents=300",
-    "--set", "mask_eval.max_chunks=64",
-    "--set", "train_mlm.max_steps=40",
-    "--set", "train_mlm.batch_size=16",
-    "--set", "train_mlm.logging_steps=20",
-    "--set", "evaluate.batch_size=32",
+    "--set",
+    "preprocess.max_documents=300",
+    "--set",
+    "mask_eval.max_chunks=64",
+    "--set",
+    "train_mlm.max_steps=40",
+    "--set",
+    "train_mlm.batch_size=16",
+    "--set",
+    "train_mlm.logging_steps=20",
+    "--set",
+    "evaluate.batch_size=32",
 ]
 
 
@@ -34,7 +40,9 @@ def test_summary_lists_every_stage_with_status_time_and_artifacts(finished_run):
     assert summary["pipeline"] == "mlm-adapt" and summary["status"] == "succeeded"
     names = [s["name"] for s in summary["stages"]]
     # in execution order; kfp.local may run evaluate-base before or after train-mlm
-    assert sorted(names) == sorted(["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register"])
+    assert sorted(names) == sorted(
+        ["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register"]
+    )
     assert names[:2] == ["preprocess", "mask-eval"] and names[-2:] == ["evaluate-adapted", "register"]
     assert all(s["status"] == "succeeded" and s["wall_time_s"] > 0 for s in summary["stages"])
     assert summary["parameters"]["train_mlm"]["max_steps"] == 40

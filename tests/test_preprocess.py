@@ -33,8 +33,11 @@ def test_jsonl_with_nested_answers_and_manifest_counts(tmp_path):
     src = tmp_path / "eli5.jsonl"
     src.write_text("\n".join(json.dumps({"answers": {"text": [t, "second answer here"]}}) for t in reviews(40)))
     out = tmp_path / "ds"
-    manifest = preprocess(str(out), PreprocessConfig(source=str(src), text_column="answers.text", chunk_size=32,
-                                                    test_size=0.25), tokenizer=MODEL)
+    manifest = preprocess(
+        str(out),
+        PreprocessConfig(source=str(src), text_column="answers.text", chunk_size=32, test_size=0.25),
+        tokenizer=MODEL,
+    )
     counts = manifest["counts"]
     assert counts["train"]["documents"] == 30 and counts["test"]["documents"] == 10
     data = datasets.load_from_disk(str(out / "data"))
@@ -63,8 +66,9 @@ def test_hub_source_path_reads_a_dataset_repository(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
     datasets.Dataset.from_dict({"review": reviews(20)}).to_parquet(str(repo / "train.parquet"))
-    manifest = preprocess(str(tmp_path / "ds"), PreprocessConfig(source=f"hf:{repo}", text_column="review",
-                                                               chunk_size=32), MODEL)
+    manifest = preprocess(
+        str(tmp_path / "ds"), PreprocessConfig(source=f"hf:{repo}", text_column="review", chunk_size=32), MODEL
+    )
     assert manifest["counts"]["train"]["documents"] == 18
     assert manifest["config"]["source"] == f"hf:{repo}"
 

@@ -16,8 +16,14 @@ def test_versions_increase_and_carry_tags_metrics_and_files(tmp_path, kfnlp_home
     card.write_text("# card")
     registry = Registry()
     assert registry.uri == f"sqlite:///{kfnlp_home}/registry/mlflow.db"
-    first = registry.register("m", model, metrics={"perplexity": 12.5}, params={"lr": 0.1},
-                              tags={"kfnlp.base_model": "b", "kfnlp.pipeline_run": None}, files={"model": card})
+    first = registry.register(
+        "m",
+        model,
+        metrics={"perplexity": 12.5},
+        params={"lr": 0.1},
+        tags={"kfnlp.base_model": "b", "kfnlp.pipeline_run": None},
+        files={"model": card},
+    )
     second = registry.register("m", model, metrics={"perplexity": 11.0}, params={}, tags={}, files={})
     assert (first["version"], second["version"]) == (1, 2)
     version = registry.get_version("m", 1)

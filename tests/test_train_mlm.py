@@ -15,8 +15,16 @@ from kfnlp.training import resolve_precision
 
 def test_trains_saves_safetensors_and_loads_with_plain_pipeline(tiny_dataset, tiny_eval_set, tmp_path):
     out = tmp_path / "model"
-    config = TrainMlmConfig(learning_rate=5e-4, batch_size=8, max_steps=4, save_steps=2, logging_steps=2,
-                            eval_strategy="steps", eval_steps=4, checkpoint_dir=str(tmp_path / "ckpt"))
+    config = TrainMlmConfig(
+        learning_rate=5e-4,
+        batch_size=8,
+        max_steps=4,
+        save_steps=2,
+        logging_steps=2,
+        eval_strategy="steps",
+        eval_steps=4,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+    )
     manifest = train_mlm(str(tiny_dataset), str(tiny_eval_set), str(out), config, "builtin:splade-tiny")
     assert manifest["training"]["global_step"] == 4
     assert manifest["training"]["sparse_head"] is True
@@ -32,8 +40,9 @@ def test_trains_saves_safetensors_and_loads_with_plain_pipeline(tiny_dataset, ti
 
 def test_whole_word_masking_and_bf16_train_on_cpu(tiny_dataset, tiny_eval_set, tmp_path):
     """bf16 is a GPU feature; on CPU it runs through autocast, which is what we can check here."""
-    config = TrainMlmConfig(batch_size=8, max_steps=2, masking="whole_word", mixed_precision="bf16",
-                            eval_strategy="no", save_steps=100)
+    config = TrainMlmConfig(
+        batch_size=8, max_steps=2, masking="whole_word", mixed_precision="bf16", eval_strategy="no", save_steps=100
+    )
     manifest = train_mlm(str(tiny_dataset), str(tiny_eval_set), str(tmp_path / "m"), config, "builtin:splade-tiny")
     assert manifest["training"]["precision"] == "bf16"
     assert manifest["training"]["global_step"] == 2

@@ -22,7 +22,9 @@ def register(
     from kfnlp.stages.register import RegisterConfig, register
 
     with stage_guard("register", registered):
-        result = register(model.path, evaluation.path, from_json(RegisterConfig, config, "register"), baseline.path, run_name)
+        result = register(
+            model.path, evaluation.path, from_json(RegisterConfig, config, "register"), baseline.path, run_name
+        )
         os.makedirs(os.path.dirname(registered.path), exist_ok=True)
         with open(registered.path, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

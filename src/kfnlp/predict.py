@@ -21,6 +21,9 @@ def fill_mask(model: str, texts: list[str], top_k: int = 5) -> list[dict]:
             raise InputError(f"{text!r}: expected exactly one [MASK], found {count}")
         preds = unmasker(prepared, top_k=top_k)
         results.append(
-            {"text": text, "predictions": [{"token": p["token_str"], "score": round(float(p["score"]), 6)} for p in preds]}
+            {
+                "text": text,
+                "predictions": [{"token": p["token_str"], "score": round(float(p["score"]), 6)} for p in preds],
+            }
         )
     return results

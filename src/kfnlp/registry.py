@@ -120,4 +120,6 @@ class Registry:
         try:
             return self.client.get_model_version(name, str(version))
         except MlflowException as exc:
-            raise RegistryError(f"registry {redact_uri(self.uri)}: no version {version} of model {name!r} ({exc.message})") from None
+            raise RegistryError(
+                f"registry {redact_uri(self.uri)}: no version {version} of model {name!r} ({exc.message})"
+            ) from None

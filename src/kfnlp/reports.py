@@ -31,34 +31,44 @@ def fill_mask_markdown(examples: list[dict]) -> str:
 
 def evaluation_markdown(result: dict) -> str:
     m = result["metrics"]
-    return "\n\n".join(
-        [
-            f"# Evaluation: {result['label']}",
-            f"Model `{result['model']}` on masked eval set `{result['eval_set_fingerprint'][:12]}`.",
-            table(
-                ["metric", "value"],
-                [[k, m[k]] for k in ("perplexity", "eval_loss", "masked_tokens", "eval_chunks", "eval_seconds")],
-            ),
-            "## Fill-mask",
-            fill_mask_markdown(result["fill_mask"]),
-        ]
-    ) + "\n"
+    return (
+        "\n\n".join(
+            [
+                f"# Evaluation: {result['label']}",
+                f"Model `{result['model']}` on masked eval set `{result['eval_set_fingerprint'][:12]}`.",
+                table(
+                    ["metric", "value"],
+                    [[k, m[k]] for k in ("perplexity", "eval_loss", "masked_tokens", "eval_chunks", "eval_seconds")],
+                ),
+                "## Fill-mask",
+                fill_mask_markdown(result["fill_mask"]),
+            ]
+        )
+        + "\n"
+    )
 
 
 def run_report(summary: dict) -> str:
     """The run's report.md: outcome first, then stages, data, examples and artifacts."""
     metrics, artifacts = summary["metrics"], summary["artifacts"]
-    parts = [f"# kfnlp run: {summary['pipeline']}", f"Run `{summary['run']}`: **{summary['status']}** in {summary['wall_time_s']:.0f} s."]
+    parts = [
+        f"# kfnlp run: {summary['pipeline']}",
+        f"Run `{summary['run']}`: **{summary['status']}** in {summary['wall_time_s']:.0f} s.",
+    ]
     if "perplexity_before" in metrics:
         before, after = metrics["perplexity_before"], metrics["perplexity_after"]
         verdict = "fell" if after < before else "did not fall"
-        parts.append(f"Perplexity on the fixed masked eval set {verdict}: **{before:,.1f} → {after:,.1f}** "
-                     f"({after / before:.1%} of the base model's).")
+        parts.append(
+            f"Perplexity on the fixed masked eval set {verdict}: **{before:,.1f} → {after:,.1f}** "
+            f"({after / before:.1%} of the base model's)."
+        )
         parts.append(
             table(
                 ["model", "perplexity", "eval loss", "masked tokens"],
-                [[label, metrics[label]["perplexity"], metrics[label]["eval_loss"], metrics[label]["masked_tokens"]]
-                 for label in ("base", "adapted")],
+                [
+                    [label, metrics[label]["perplexity"], metrics[label]["eval_loss"], metrics[label]["masked_tokens"]]
+                    for label in ("base", "adapted")
+                ],
             )
         )
     parts.append("## Stages")
@@ -71,13 +81,19 @@ def run_report(summary: dict) -> str:
     if "training" in metrics:
         t = metrics["training"]
         parts.append("## Training")
-        parts.append(table(["steps", "train loss", "samples/s", "wall time (s)"],
-                           [[t["global_step"], t["train_loss"], t["train_samples_per_second"], t["wall_time_s"]]]))
+        parts.append(
+            table(
+                ["steps", "train loss", "samples/s", "wall time (s)"],
+                [[t["global_step"], t["train_loss"], t["train_samples_per_second"], t["wall_time_s"]]],
+            )
+        )
     if "data" in metrics:
         rows = []
         for kind, counts in metrics["data"].items():
             for split, c in (counts or {}).items():
-                rows.append([kind, split, c if not isinstance(c, dict) else ", ".join(f"{k} {v}" for k, v in c.items())])
+                rows.append(
+                    [kind, split, c if not isinstance(c, dict) else ", ".join(f"{k} {v}" for k, v in c.items())]
+                )
         parts.append("## Data")
         parts.append(table(["artifact", "split / count", "value"], rows))
     for label, path in artifacts.get("evaluations", {}).items():

@@ -99,8 +99,7 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None) -> dict[str,
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise StorageError(
-            f"{path}: incomplete or not a kfnlp artifact (no {MANIFEST}); "
-            "was the stage that writes it interrupted?"
+            f"{path}: incomplete or not a kfnlp artifact (no {MANIFEST}); was the stage that writes it interrupted?"
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

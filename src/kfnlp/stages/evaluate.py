@@ -63,7 +63,9 @@ def fill_mask(model, tokenizer, prompts: list[str], top_k: int) -> list[dict]:
             results.append({"prompt": prompt, "error": "no [MASK] in prompt"})
             continue
         preds = unmasker(text, top_k=top_k)
-        results.append({"prompt": prompt, "predictions": [{"token": p["token_str"], "score": p["score"]} for p in preds]})
+        results.append(
+            {"prompt": prompt, "predictions": [{"token": p["token_str"], "score": p["score"]} for p in preds]}
+        )
     return results
 
 

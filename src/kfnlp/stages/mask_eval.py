@@ -67,8 +67,14 @@ def mask_eval(dataset: str, output: str, config: MaskEvalConfig) -> dict:
         )
     )
     n_masked = int((labels != -100).sum())
-    log.info("mask-eval: %d chunks, %d masked tokens (%s, p=%.2f, seed %d)", n, n_masked, config.strategy,
-             config.effective_probability, config.seed)
+    log.info(
+        "mask-eval: %d chunks, %d masked tokens (%s, p=%.2f, seed %d)",
+        n,
+        n_masked,
+        config.strategy,
+        config.effective_probability,
+        config.seed,
+    )
     with write_artifact(output, kind="eval_set") as out:
         masked_set.save_to_disk(str(out.path / "data"))
         out.info.update(

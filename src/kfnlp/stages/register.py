@@ -51,26 +51,29 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
     if baseline:
         rows.insert(0, ["perplexity (base)", baseline["metrics"]["perplexity"]])
     training = model_manifest.get("training", {})
-    return "\n\n".join(
-        [
-            f"# {name}",
-            "Task: masked-language modelling (fill-mask), domain-adapted with kfnlp.",
-            f"Base model: `{model_manifest['base_model']}`",
-            f"Training data fingerprint: `{model_manifest['dataset_fingerprint']}`; "
-            f"{training.get('train_chunks')} chunks, {training.get('global_step')} optimizer steps.",
-            "## Evaluation",
-            f"Perplexity = exp(mean cross-entropy over the masked tokens) of the eval set "
-            f"`{evaluation['eval_set_fingerprint']}`, masked once with a fixed seed so that "
-            "models are compared on identical positions.",
-            table(["metric", "value"], rows),
-            "## Intended use and limitations",
-            "A starting point for downstream fine-tuning (e.g. token classification) on text like the "
-            "training corpus. Perplexity measures fit to that corpus, not task quality; the model inherits "
-            "the biases of its base model and of the corpus.",
-            "## Load",
-            '```python\nfrom transformers import pipeline\npipeline("fill-mask", model="PATH/TO/model")\n```',
-        ]
-    ) + "\n"
+    return (
+        "\n\n".join(
+            [
+                f"# {name}",
+                "Task: masked-language modelling (fill-mask), domain-adapted with kfnlp.",
+                f"Base model: `{model_manifest['base_model']}`",
+                f"Training data fingerprint: `{model_manifest['dataset_fingerprint']}`; "
+                f"{training.get('train_chunks')} chunks, {training.get('global_step')} optimizer steps.",
+                "## Evaluation",
+                f"Perplexity = exp(mean cross-entropy over the masked tokens) of the eval set "
+                f"`{evaluation['eval_set_fingerprint']}`, masked once with a fixed seed so that "
+                "models are compared on identical positions.",
+                table(["metric", "value"], rows),
+                "## Intended use and limitations",
+                "A starting point for downstream fine-tuning (e.g. token classification) on text like the "
+                "training corpus. Perplexity measures fit to that corpus, not task quality; the model inherits "
+                "the biases of its base model and of the corpus.",
+                "## Load",
+                '```python\nfrom transformers import pipeline\npipeline("fill-mask", model="PATH/TO/model")\n```',
+            ]
+        )
+        + "\n"
+    )
 
 
 def register(

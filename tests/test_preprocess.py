@@ -81,3 +81,10 @@ def test_too_little_text_for_one_chunk_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="yields no chunk of 128 tokens"):
         preprocess(str(tmp_path / "ds"), PreprocessConfig(source=str(src), test_size=0.34), MODEL)
     assert not (tmp_path / "ds").exists()
+
+
+def test_too_few_documents_names_the_source():
+    from kfnlp.errors import InputError
+
+    with pytest.raises(InputError, match="corpus.txt: only 1 documents"):
+        split_documents(1, PreprocessConfig(source="corpus.txt"))

@@ -57,7 +57,7 @@ def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.nd
         order = order[: config.max_documents]
     n_test = max(1, int(round(len(order) * config.test_size)))
     if n_test >= len(order):
-        raise InputError(f"only {len(order)} documents: too few to hold out a test split")
+        raise InputError(f"{config.source}: only {len(order)} documents, too few to hold out a test split")
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 

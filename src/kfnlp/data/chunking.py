@@ -85,22 +85,29 @@ def chunk(stream: TokenStream, chunk_size: int, group_size: int = 1000) -> Chunk
     return Chunks(ids, words)
 
 
-def to_dataset(chunks: Chunks):
-    """An Arrow-backed ``datasets.Dataset`` with input_ids, attention_mask, word_ids, labels."""
+def rows_dataset(columns: dict[str, np.ndarray]):
+    """A ``datasets.Dataset`` of fixed-length rows from (n, length) arrays, built
+    directly as Arrow fixed-size lists (no Python lists in between)."""
     import datasets
     import pyarrow as pa
 
-    n, size = chunks.input_ids.shape
+    return datasets.Dataset(
+        pa.table(
+            {
+                name: pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+                for name, values in columns.items()
+            }
+        )
+    )
 
-    def column(values: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), size)
 
-    table = pa.table(
+def to_dataset(chunks: Chunks):
+    """The chunk dataset: input_ids, attention_mask, word_ids, labels (= input_ids)."""
+    return rows_dataset(
         {
-            "input_ids": column(chunks.input_ids),
-            "attention_mask": column(np.ones((n, size), dtype=np.int8)),
-            "word_ids": column(chunks.word_ids),
-            "labels": column(chunks.input_ids),
+            "input_ids": chunks.input_ids,
+            "attention_mask": np.ones(chunks.input_ids.shape, dtype=np.int8),
+            "word_ids": chunks.word_ids,
+            "labels": chunks.input_ids,
         }
     )
-    return datasets.Dataset(table)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kfnlp.data.chunking import rows_dataset
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskSpec, Strategy, mask
 from kfnlp.storage import fingerprint, read_manifest, write_artifact
 
@@ -37,7 +38,6 @@ def mask_spec(tokenizer, strategy: Strategy, probability: float) -> MaskSpec:
 
 def mask_eval(dataset: str, output: str, config: MaskEvalConfig) -> dict:
     import datasets
-    import pyarrow as pa
 
     from kfnlp.modeling import load_tokenizer
 
@@ -52,19 +52,13 @@ def mask_eval(dataset: str, output: str, config: MaskEvalConfig) -> dict:
     tok = load_tokenizer(str(Path(dataset) / "tokenizer"))
     spec = mask_spec(tok, config.strategy, config.effective_probability)
     masked, labels = mask(input_ids, word_ids, spec, rng)
-    n, size = masked.shape
-
-    def column(values: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), size)
-
-    masked_set = datasets.Dataset(
-        pa.table(
-            {
-                "input_ids": column(masked),
-                "attention_mask": column(np.stack(table["attention_mask"]).astype(np.int8)),
-                "labels": column(labels),
-            }
-        )
+    n = masked.shape[0]
+    masked_set = rows_dataset(
+        {
+            "input_ids": masked,
+            "attention_mask": np.stack(table["attention_mask"]).astype(np.int8),
+            "labels": labels,
+        }
     )
     n_masked = int((labels != -100).sum())
     log.info(

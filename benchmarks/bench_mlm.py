@@ -165,6 +165,19 @@ def bench_preprocess(tokenizer, docs: list[str], rounds: int):
 # -- training -----------------------------------------------------------------
 
 
+def recipe_arguments(steps: int) -> dict:
+    """The recipe's optimisation settings, shared by both sides so only the method differs."""
+    return {
+        "learning_rate": 2e-5,
+        "weight_decay": 0.01,
+        "per_device_train_batch_size": BATCH_SIZE,
+        "max_steps": steps,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": steps,
+    }
+
+
 def recipe_trainer(tokenizer, train, steps: int, workdir: str):
     """The recipe's Trainer: stock model, transformers' collator, word_ids dropped by the Trainer."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -173,13 +186,7 @@ def recipe_trainer(tokenizer, train, steps: int, workdir: str):
 
     args = TrainingArguments(
         output_dir=workdir,
-        learning_rate=2e-5,
-        weight_decay=0.01,
-        per_device_train_batch_size=BATCH_SIZE,
-        max_steps=steps,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=steps,
+        **recipe_arguments(steps),
         report_to="none",
         disable_tqdm=True,
         seed=SEED,
@@ -204,13 +211,7 @@ def kfnlp_trainer(tokenizer, train, steps: int, workdir: str):
     args = training_arguments(
         workdir,
         precision="no",
-        learning_rate=2e-5,
-        weight_decay=0.01,
-        per_device_train_batch_size=BATCH_SIZE,
-        max_steps=steps,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=steps,
+        **recipe_arguments(steps),
         seed=SEED,
         remove_unused_columns=False,
     )

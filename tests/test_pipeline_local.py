@@ -48,8 +48,10 @@ def test_summary_lists_every_stage_with_status_time_and_artifacts(finished_run):
     assert all(s["status"] == "succeeded" and s["wall_time_s"] > 0 for s in summary["stages"])
     assert summary["parameters"]["train_mlm"]["max_steps"] == 40
     assert summary["parameters"]["preprocess"]["max_documents"] == 300
-    for key in ("dataset", "eval_set", "model"):
-        assert Path(summary["artifacts"][key], "kfnlp-manifest.json").is_file()
+    datasets = summary["artifacts"]["datasets"]
+    for location in (datasets["preprocess"], datasets["mask-eval"], summary["artifacts"]["model"]):
+        assert Path(location, "kfnlp-manifest.json").is_file()
+    assert summary["artifacts"]["models"] == {"train-mlm": summary["artifacts"]["model"]}
     assert str(out / "summary.json") in result.stdout and str(out / "report.md") in result.stdout
 
 
@@ -82,7 +84,7 @@ def test_registry_holds_the_version_with_lineage(finished_run):
     assert reg["tracking_uri"].startswith(f"sqlite:///{home}")
     client = MlflowClient(tracking_uri=reg["tracking_uri"], registry_uri=reg["tracking_uri"])
     version = client.get_model_version(reg["name"], str(reg["version"]))
-    dataset_fp = json.loads(Path(summary["artifacts"]["dataset"], "kfnlp-manifest.json").read_text())["fingerprint"]
+    dataset_fp = json.loads(Path(summary["artifacts"]["datasets"]["preprocess"], "kfnlp-manifest.json").read_text())["fingerprint"]
     assert version.tags["kfnlp.dataset_fingerprint"] == dataset_fp
     assert version.tags["kfnlp.eval_set_fingerprint"]
     assert version.tags["kfnlp.pipeline_run"] == summary["run"]

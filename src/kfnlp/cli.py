@@ -34,6 +34,7 @@ class StageCommand:
     function: str  # "module:function"
     inputs: tuple[tuple[str, str, bool], ...]  # (flag, help, required)
     help: str
+    defaults: tuple[tuple[str, str], ...] = ()  # flag defaults beyond STAGE_DEFAULTS
 
 
 STAGES = {
@@ -92,6 +93,54 @@ STAGES = {
             ("run_name", "pipeline run name", False),
         ),
         "record the model as a new version in the model registry",
+    ),
+    "preprocess-ner": StageCommand(
+        "preprocess_ner",
+        "kfnlp.stages.preprocess_ner:NerPreprocessConfig",
+        "kfnlp.stages.preprocess_ner:preprocess_ner",
+        (
+            ("output", "NER dataset artifact directory to write", True),
+            ("tokenizer", "model whose tokenizer to use (Hub id, path or builtin:minilm)", False),
+        ),
+        "NER mode of preprocess: read labelled sentences, split, tokenize, align labels",
+        (("tokenizer", "builtin:minilm"),),
+    ),
+    "train-ner": StageCommand(
+        "train_ner",
+        "kfnlp.stages.train_ner:TrainNerConfig",
+        "kfnlp.stages.train_ner:train_ner",
+        (
+            ("dataset", "NER dataset artifact from preprocess-ner", True),
+            ("output", "model artifact directory to write", True),
+            ("base_model", "encoder: Hub id, path, builtin:minilm or a train-mlm model artifact", False),
+        ),
+        "fine-tune an encoder for token classification",
+        (("base_model", "builtin:minilm"),),
+    ),
+    "evaluate-ner": StageCommand(
+        "evaluate_ner",
+        "kfnlp.stages.evaluate_ner:EvaluateNerConfig",
+        "kfnlp.stages.evaluate_ner:evaluate_ner",
+        (
+            ("model", "NER model (train-ner artifact or a token-classification model directory)", True),
+            ("dataset", "NER dataset artifact from preprocess-ner", True),
+            ("output", "evaluation directory to write", True),
+            ("label", "name for this model in reports", False),
+        ),
+        "NER mode of evaluate: word-level seqeval scores, predictions file and report",
+    ),
+    "compare": StageCommand(
+        "compare",
+        "kfnlp.stages.compare:CompareConfig",
+        "kfnlp.stages.compare:compare",
+        (
+            ("mlm_base", "masked-LM evaluation of the base model", True),
+            ("mlm_adapted", "masked-LM evaluation of the adapted model", True),
+            ("ner_base", "NER evaluation of the model fine-tuned from the base encoder", True),
+            ("ner_adapted", "NER evaluation of the model fine-tuned from the adapted encoder", True),
+            ("output", "comparison directory to write", True),
+        ),
+        "base versus adapted encoder: perplexity and NER F1 side by side",
     ),
 }
 STAGE_DEFAULTS = {"tokenizer": "builtin:splade-tiny", "base_model": "builtin:splade-tiny", "label": "model"}
@@ -152,6 +201,10 @@ STAGE_EXAMPLES = {
     "train_mlm": "max_steps=100",
     "evaluate": "batch_size=32",
     "register": "model_name=kfnlp-mlm-imdb",
+    "preprocess_ner": "max_sentences=500",
+    "train_ner": "num_epochs=1",
+    "evaluate_ner": "split=validation",
+    "compare": "bootstrap_samples=1000",
 }
 
 
@@ -203,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         for flag, text, required in spec.inputs:
-            default = STAGE_DEFAULTS.get(flag)
+            default = dict(spec.defaults).get(flag, STAGE_DEFAULTS.get(flag))
             sp.add_argument(
                 "--" + flag.replace("_", "-"),
                 dest=flag,
@@ -224,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
     fm.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fm.add_argument("texts", nargs="+", metavar="TEXT", help="text containing [MASK]")
+    ner = predict_sub.add_parser(
+        "ner",
+        help="tag named entities",
+        description="Named entities in each text, sub-tokens grouped into entities (aggregation_strategy simple).",
+    )
+    ner.add_argument("--model", required=True, help="NER model directory, kfnlp model artifact or Hub id")
+    ner.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ner.add_argument("texts", nargs="+", metavar="TEXT", help="text to tag")
     return parser
 
 
@@ -283,6 +344,11 @@ def cmd_run(args) -> int:
     metrics, artifacts = summary["metrics"], summary["artifacts"]
     if "perplexity_before" in metrics:
         print(f"perplexity: {metrics['perplexity_before']:,.2f} (base) -> {metrics['perplexity_after']:,.2f} (adapted)")
+    for label, m in metrics.items():
+        if isinstance(m, dict) and "strict_f1" in m:
+            print(f"NER F1 ({label}): {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f})")
+    if "comparison" in metrics:
+        print(f"verdict:  {metrics['comparison']['verdict']}")
     if "model" in artifacts:
         print(f"model:    {artifacts['model']}")
     if "registry" in artifacts:
@@ -315,14 +381,29 @@ def cmd_pipelines(args) -> int:
 
 def cmd_predict(args) -> int:
     from kfnlp.errors import ConfigError
-    from kfnlp.predict import fill_mask
     from kfnlp.runner import check_model_ref
 
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
     check_model_ref(args.model, "--model")
     if not args.debug:  # a weight-loading bar is noise here, and would precede an error line
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if args.task == "ner":
+        from kfnlp.predict import entities
+
+        results = entities(args.model, args.texts)
+        if args.json:
+            print(json.dumps(results, indent=2))
+            return 0
+        for item in results:
+            print(item["text"])
+            for e in item["entities"]:
+                print(f"  {e['score']:7.4f}  {e['entity_group']:<14} {e['word']!r} [{e['start']}:{e['end']}]")
+            if not item["entities"]:
+                print("  (no entities)")
+        return 0
+    from kfnlp.predict import fill_mask
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
     results = fill_mask(args.model, args.texts, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))

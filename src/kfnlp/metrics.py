@@ -15,3 +15,35 @@ def perplexity(total_loss: float, n_tokens: int) -> float:
         raise ValueError("perplexity needs at least one masked token")
     mean = total_loss / n_tokens
     return math.exp(mean) if mean < 700 else math.inf
+
+
+def seqeval_scores(gold: list[list[str]], predicted: list[list[str]], strict: bool = False) -> dict:
+    """Entity-level precision/recall/F1 (micro over entities) and token accuracy, overall
+    and per entity type, exactly as ``seqeval.metrics`` computes them.
+
+    ``strict`` is seqeval's strict IOB2 mode: an entity counts only if its B-/I- tags
+    are well formed; the default mode reads tags as conlleval does.
+    """
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2
+
+    options = {"mode": "strict", "scheme": IOB2} if strict else {}
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0, **options)
+    per_entity = {
+        name: {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
+        for name, row in report.items()
+        if not name.endswith(" avg")
+    }
+    return {
+        "precision": float(precision_score(gold, predicted, zero_division=0, **options)),
+        "recall": float(recall_score(gold, predicted, zero_division=0, **options)),
+        "f1": float(f1_score(gold, predicted, zero_division=0, **options)),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "entities": sum(row["support"] for row in per_entity.values()),
+        "per_entity": per_entity,
+    }

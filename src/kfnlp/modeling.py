@@ -128,3 +128,24 @@ def enable_sparse_mlm_loss(model) -> bool:
 
 def disable_sparse_mlm_loss(model) -> None:
     model.__dict__.pop("forward", None)
+
+
+def load_token_classifier(ref: str, labels: list[str] | None = None):
+    """A token-classification model. With ``labels``, a new task head for them on
+    ``ref``'s encoder: a masked-LM checkpoint (e.g. a train-mlm artifact) loses its
+    MLM head, a classifier with another label set gets a fresh one. Without, the
+    model as saved (for inference)."""
+    from transformers import AutoModelForTokenClassification
+
+    location = Path(model_dir(ref))
+    if location.exists() and not (location / "config.json").is_file():
+        raise ConfigError(f"{ref}: not a model directory (no config.json)")
+    kwargs: dict[str, Any] = dict(SAFE_LOAD)
+    if labels is not None:
+        kwargs.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    return _load(AutoModelForTokenClassification, ref, "token-classification model", **kwargs)

@@ -27,3 +27,37 @@ def fill_mask(model: str, texts: list[str], top_k: int = 5) -> list[dict]:
             }
         )
     return results
+
+
+def entities(model: str, texts: list[str]) -> list[dict]:
+    """Named entities in each text: sub-token predictions grouped into entities by the
+    token-classification pipeline (``aggregation_strategy="simple"``)."""
+    from transformers import pipeline
+
+    from kfnlp.modeling import load_token_classifier, load_tokenizer
+
+    net = load_token_classifier(model)
+    if not any(str(label).startswith(("B-", "I-")) for label in net.config.id2label.values()):
+        raise InputError(f"{model}: not an NER model (its labels are {list(net.config.id2label.values())[:5]}...)")
+    tagger = pipeline(
+        "token-classification", model=net, tokenizer=load_tokenizer(model), aggregation_strategy="simple", device=-1
+    )
+    results = []
+    for text in texts:
+        found = tagger(text)
+        results.append(
+            {
+                "text": text,
+                "entities": [
+                    {
+                        "entity_group": e["entity_group"],
+                        "word": e["word"],
+                        "start": int(e["start"]),
+                        "end": int(e["end"]),
+                        "score": round(float(e["score"]), 6),
+                    }
+                    for e in found
+                ],
+            }
+        )
+    return results

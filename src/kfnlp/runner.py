@@ -42,6 +42,7 @@ def load_config(entry, config_file: str | None = None, overrides: list[str] | tu
 
 
 MODEL_KEYS = ("model", "base_model", "tokenizer")
+NER_SOURCE_KEYS = ("source", "validation_source", "test_source")
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -99,6 +100,8 @@ def preflight(config) -> None:
     local corpus sources exist, are readable, non-empty and of a supported type;
     model references resolve. Raises ConfigError/InputError naming the key."""
     from kfnlp.data.corpus import check_source
+    from kfnlp.data.ner_corpus import check_ner_source
+    from kfnlp.stages.preprocess_ner import NerPreprocessConfig
 
     def walk(obj, prefix: str) -> None:
         for f in dataclasses.fields(obj):
@@ -106,6 +109,8 @@ def preflight(config) -> None:
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")
+            elif f.name in NER_SOURCE_KEYS and isinstance(obj, NerPreprocessConfig) and isinstance(value, str):
+                check_ner_source(value, key)
             elif f.name == "source" and isinstance(value, str):
                 check_source(value, key)
             elif f.name in MODEL_KEYS and isinstance(value, str):
@@ -208,8 +213,8 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
     artifacts: dict[str, Any] = {}
     for stage in stages:
         for name, uri in stage["outputs"].items():
-            if name in ("metrics", "report"):
-                if name == "report":
+            if name in ("metrics", "report", "html"):
+                if name in ("report", "html"):
                     artifacts.setdefault("reports", []).append(uri)
                 continue
             manifest = _manifest(uri) if Path(uri).is_dir() else {}
@@ -219,17 +224,26 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                 metrics[label] = json.loads((Path(uri) / "metrics.json").read_text(encoding="utf-8"))["metrics"]
                 artifacts.setdefault("evaluations", {})[label] = uri
             elif kind == "model":
+                artifacts.setdefault("models", {})[stage["name"]] = uri
                 artifacts["model"] = uri
                 training = manifest.get("training", {})
-                metrics["training"] = {
+                metrics.setdefault("training", {})[stage["name"]] = {
                     k: training.get(k) for k in ("global_step", "train_loss", "train_samples_per_second", "wall_time_s")
                 }
             elif kind in ("dataset", "eval_set"):
-                artifacts[kind] = uri
-                metrics.setdefault("data", {})[kind] = manifest.get("counts")
+                artifacts.setdefault("datasets", {})[stage["name"]] = uri
+                metrics.setdefault("data", {})[stage["name"]] = manifest.get("counts")
+            elif kind == "comparison":
+                artifacts["comparison"] = uri
+                comparison = json.loads((Path(uri) / "comparison.json").read_text(encoding="utf-8"))
+                metrics["comparison"] = {
+                    k: comparison[k] for k in ("verdict", "winner", "f1_delta", "ner", "perplexity")
+                }
             elif name == "registered" and Path(uri).is_file():
                 reg = json.loads(Path(uri).read_text(encoding="utf-8"))
                 artifacts["registry"] = {k: reg[k] for k in ("name", "version", "uri", "tracking_uri")}
+                if reg.get("source"):
+                    artifacts["model"] = reg["source"]  # the registered model is the run's product
     base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
     if "perplexity" in base and "perplexity" in adapted:
         metrics["perplexity_before"] = base["perplexity"]

@@ -63,7 +63,7 @@ def progress_callback(stage: str):
             elapsed = time.monotonic() - self.started
             done = state.global_step / max(state.max_steps, 1)
             eta = elapsed / done - elapsed if done > 0 else math.nan
-            shown = {k: round(v, 4) for k, v in logs.items() if isinstance(v, float) and "loss" in k}
+            shown = {k: round(v, 4) for k, v in logs.items() if isinstance(v, float) and ("loss" in k or "f1" in k)}
             log.info(
                 "%s: step %d/%d (%.0f%%) %s elapsed %.0fs eta %.0fs",
                 stage,

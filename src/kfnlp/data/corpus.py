@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfnlp.assets import BUILTIN_PREFIX, builtin_data_file
+from kfnlp.assets import BUILTIN_PREFIX, NER_DATA, builtin_data_file
 from kfnlp.errors import InputError, KfnlpError
 from kfnlp.storage import sha256_file
 
@@ -246,6 +246,10 @@ def local_files(source: str) -> list[Path]:
     return files
 
 
+# the training sentences of the pipeline's own NER dataset (adapt-then-ner)
+NER_TRAIN_SOURCE = "ner:train"
+
+
 def _check_not_empty(source: str, key: str) -> None:
     if not source or not source.strip():
         raise InputError(f"{key}: empty source; expected a file, directory, glob, hf:DATASET or builtin:NAME")
@@ -255,12 +259,16 @@ def check_source(source: str, key: str = "preprocess.source") -> None:
     """Fast check that ``source`` can be read, without reading it: local files
     exist, are readable, non-empty and supported; builtin names are known."""
     _check_not_empty(source, key)
+    if source == NER_TRAIN_SOURCE:  # produced inside the pipeline
+        return
     if source.startswith("hf:"):
         if not source[3:].strip():
             raise InputError(f"{key}: {source!r}: expected hf:DATASET_ID")
         return
     try:
         if source.startswith(BUILTIN_PREFIX):
+            if source[len(BUILTIN_PREFIX) :] in NER_DATA:
+                raise InputError(f"{source} is an NER dataset (tokens and tags), not a text corpus")
             builtin_data_file(source[len(BUILTIN_PREFIX) :])
         else:
             local_files(source)
@@ -291,6 +299,8 @@ def load_corpus(
         corpus = _read_hub(source[3:], text_column, hf_config, hf_split)
     elif source.startswith(BUILTIN_PREFIX):
         name = source[len(BUILTIN_PREFIX) :]
+        if name in NER_DATA:
+            raise InputError(f"{source} is an NER dataset (tokens and tags), not a text corpus")
         path = builtin_data_file(name)
         with open(path, encoding="utf-8", newline="") as handle:
             docs = [row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip()]

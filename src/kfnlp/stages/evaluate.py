@@ -97,6 +97,7 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
     }
     log.info("evaluate %s: perplexity %.3f over %d masked tokens", label, metrics["perplexity"], count)
     result = {
+        "task": "mlm",
         "label": label,
         "model": model,
         "eval_set_fingerprint": manifest["fingerprint"],

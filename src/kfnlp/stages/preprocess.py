@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from kfnlp.data import chunking
-from kfnlp.data.corpus import load_corpus
+from kfnlp.data.corpus import NER_TRAIN_SOURCE, load_corpus
 from kfnlp.errors import InputError
 from kfnlp.modeling import load_tokenizer
-from kfnlp.storage import fingerprint, write_artifact
+from kfnlp.storage import fingerprint, read_manifest, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 class PreprocessConfig:
     """How to turn a corpus into training chunks."""
 
-    source: str = "builtin:imdb"  # file, directory, glob, hf:DATASET or builtin:imdb
+    source: str = "builtin:imdb"  # file, directory, glob, hf:DATASET, builtin:imdb or ner:train
     text_column: str = "text"  # dotted path for nested fields (answers.text)
     hf_config: str | None = None
     hf_split: str = "train"
@@ -41,6 +42,22 @@ class PreprocessConfig:
             raise ValueError(f"max_documents must be at least 2, got {self.max_documents}")
         if self.group_size < 0:
             raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+
+
+def with_corpus(config: PreprocessConfig, ner_dataset: str | None) -> PreprocessConfig:
+    """Resolve ``source: ner:train`` to the training sentences of a preprocess-ner
+    dataset: task-adaptive pretraining on exactly the text the NER model trains on
+    (never its validation or test sentences)."""
+    if config.source != NER_TRAIN_SOURCE:
+        return config
+    if ner_dataset is None:
+        raise InputError(
+            f"preprocess.source {NER_TRAIN_SOURCE} needs a preprocess-ner dataset (the adapt-then-ner pipeline passes it)"
+        )
+    from kfnlp.stages.preprocess_ner import CORPUS_FILE
+
+    read_manifest(ner_dataset, kind="dataset")
+    return replace(config, source=str(Path(ner_dataset) / CORPUS_FILE), text_column="text")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -47,33 +47,80 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
     from kfnlp.reports import table
 
     m = evaluation["metrics"]
-    rows = [["perplexity (adapted)", m["perplexity"]]]
-    if baseline:
-        rows.insert(0, ["perplexity (base)", baseline["metrics"]["perplexity"]])
     training = model_manifest.get("training", {})
+    if evaluation.get("task") == "ner":
+        rows = [
+            ["F1", m["f1"]],
+            ["precision", m["precision"]],
+            ["recall", m["recall"]],
+            ["F1, strict IOB2", m["strict_f1"]],
+        ]
+        if baseline:
+            rows.append(["F1 of the same recipe on the base encoder", baseline["metrics"]["f1"]])
+        task = "Task: named-entity recognition (token classification), fine-tuned with kfnlp."
+        data = f"{training.get('train_sentences')} training sentences, {training.get('global_step')} optimizer steps."
+        method = (
+            f"Word-level seqeval scores (each word takes its first sub-token's prediction) on the "
+            f"{evaluation['split']} split: {m['sentences']} sentences, {m['entities']} entities."
+        )
+        labels = ", ".join(model_manifest.get("labels", []))
+        extra = [f"Labels: {labels}"]
+        use = (
+            "Tags entities of the types above in text like the training data. Scores hold for that data only; "
+            "the model inherits the biases of its encoder and of the annotations."
+        )
+        load = 'pipeline("token-classification", model="PATH/TO/model", aggregation_strategy="simple")'
+    else:
+        rows = [["perplexity (adapted)", m["perplexity"]]]
+        if baseline:
+            rows.insert(0, ["perplexity (base)", baseline["metrics"]["perplexity"]])
+        task = "Task: masked-language modelling (fill-mask), domain-adapted with kfnlp."
+        data = f"{training.get('train_chunks')} chunks, {training.get('global_step')} optimizer steps."
+        method = (
+            f"Perplexity = exp(mean cross-entropy over the masked tokens) of the eval set "
+            f"`{evaluation['eval_set_fingerprint']}`, masked once with a fixed seed so that "
+            "models are compared on identical positions."
+        )
+        extra = []
+        use = (
+            "A starting point for downstream fine-tuning (e.g. token classification) on text like the "
+            "training corpus. Perplexity measures fit to that corpus, not task quality; the model inherits "
+            "the biases of its base model and of the corpus."
+        )
+        load = 'pipeline("fill-mask", model="PATH/TO/model")'
     return (
         "\n\n".join(
             [
                 f"# {name}",
-                "Task: masked-language modelling (fill-mask), domain-adapted with kfnlp.",
+                task,
                 f"Base model: `{model_manifest['base_model']}`",
-                f"Training data fingerprint: `{model_manifest['dataset_fingerprint']}`; "
-                f"{training.get('train_chunks')} chunks, {training.get('global_step')} optimizer steps.",
+                *extra,
+                f"Training data fingerprint: `{model_manifest['dataset_fingerprint']}`; {data}",
                 "## Evaluation",
-                f"Perplexity = exp(mean cross-entropy over the masked tokens) of the eval set "
-                f"`{evaluation['eval_set_fingerprint']}`, masked once with a fixed seed so that "
-                "models are compared on identical positions.",
+                method,
                 table(["metric", "value"], rows),
                 "## Intended use and limitations",
-                "A starting point for downstream fine-tuning (e.g. token classification) on text like the "
-                "training corpus. Perplexity measures fit to that corpus, not task quality; the model inherits "
-                "the biases of its base model and of the corpus.",
+                use,
                 "## Load",
-                '```python\nfrom transformers import pipeline\npipeline("fill-mask", model="PATH/TO/model")\n```',
+                f"```python\nfrom transformers import pipeline\n{load}\n```",
             ]
         )
         + "\n"
     )
+
+
+def registry_metrics(evaluation: dict, baseline: dict | None) -> tuple[dict, str]:
+    """Metrics logged with the version, and the primary one (what a promotion gate compares)."""
+    m = evaluation["metrics"]
+    if evaluation.get("task") == "ner":
+        metrics = {k: m[k] for k in ("f1", "precision", "recall", "strict_f1", "accuracy")}
+        if baseline:
+            metrics["f1_base"] = baseline["metrics"]["f1"]
+        return metrics, "f1"
+    metrics = {"perplexity": m["perplexity"], "eval_loss": m["eval_loss"]}
+    if baseline:
+        metrics["perplexity_base"] = baseline["metrics"]["perplexity"]
+    return metrics, "perplexity"
 
 
 def register(
@@ -86,21 +133,19 @@ def register(
     model_manifest = read_manifest(model, kind="model")
     result = load_evaluation(evaluation)
     base = load_evaluation(baseline) if baseline else None
-    metrics = {"perplexity": result["metrics"]["perplexity"], "eval_loss": result["metrics"]["eval_loss"]}
-    if base:
-        metrics["perplexity_base"] = base["metrics"]["perplexity"]
+    metrics, primary = registry_metrics(result, base)
     training = model_manifest.get("training", {})
     for key in ("train_loss", "train_samples_per_second", "global_step"):
         if isinstance(training.get(key), (int, float)):
             metrics[key] = training[key]
     tags = {
-        "kfnlp.task": "fill-mask",
+        "kfnlp.task": "token-classification" if result.get("task") == "ner" else "fill-mask",
         "kfnlp.base_model": model_manifest["base_model"],
         "kfnlp.dataset_fingerprint": model_manifest["dataset_fingerprint"],
-        "kfnlp.eval_set_fingerprint": result["eval_set_fingerprint"],
+        "kfnlp.eval_set_fingerprint": result.get("eval_set_fingerprint") or result.get("dataset_fingerprint"),
         "kfnlp.code_version": code_version(),
         "kfnlp.pipeline_run": run_name,
-        "kfnlp.primary_metric": "perplexity",
+        "kfnlp.primary_metric": primary,
     }
     with tempfile.TemporaryDirectory() as tmp:
         card = Path(tmp) / "README.md"

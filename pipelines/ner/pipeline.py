@@ -1,0 +1,36 @@
+"""ner: fine-tune an encoder for named-entity recognition and register it.
+
+preprocess-ner -> train-ner -> evaluate-ner -> register
+"""
+
+from kfp import dsl
+
+from kfnlp.components.evaluate_ner.component import evaluate_ner
+from kfnlp.components.preprocess_ner.component import preprocess_ner
+from kfnlp.components.register.component import register
+from kfnlp.components.train_ner.component import train_ner
+
+
+@dsl.pipeline(name="ner", description="Named-entity recognition: fine-tune, score with seqeval, register.")
+def ner(
+    model: str = "builtin:minilm",
+    preprocess_ner_config: str = "{}",
+    train_ner_config: str = "{}",
+    evaluate_ner_config: str = "{}",
+    register_config: str = "{}",
+):
+    """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
+    stage's code defaults (the recipe's)."""
+    data = preprocess_ner(config=preprocess_ner_config, tokenizer=model).set_display_name("preprocess-ner")
+    trained = train_ner(
+        config=train_ner_config, dataset=data.outputs["dataset"], base_model_ref=model
+    ).set_display_name("train-ner")
+    scored = evaluate_ner(
+        config=evaluate_ner_config, label="ner", dataset=data.outputs["dataset"], model=trained.outputs["model"]
+    ).set_display_name("evaluate-ner")
+    register(
+        config=register_config,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        model=trained.outputs["model"],
+        evaluation=scored.outputs["results"],
+    ).set_display_name("register")

@@ -1,0 +1,131 @@
+"""evaluate (NER mode): word-level predictions on a held-out split, scored with seqeval.
+
+Each word is labelled by its first sub-token's prediction, so scores count words
+(as CoNLL does), not sub-tokens. Words cut off by truncation, which the model never
+saw, are predicted ``O`` and counted in ``words_not_seen``. The predictions are
+written as a CoNLL file (token, gold, predicted) and the reported numbers are
+seqeval's on exactly that file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from kfnlp.data.conll import write_conll
+from kfnlp.data.ner import word_predictions
+from kfnlp.errors import InputError
+from kfnlp.metrics import seqeval_scores
+from kfnlp.storage import read_manifest, write_artifact
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.conll"
+
+
+@dataclass
+class EvaluateNerConfig:
+    split: Literal["test", "validation", "train"] = "test"
+    batch_size: int = 64
+    top_confusions: int = 10
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def predict_word_labels(model, data, batch_size: int) -> tuple[list[list[int | None]], float]:
+    """First-sub-token label id of every word of every sentence (None where truncated),
+    batched by length so that little compute goes to padding. Also returns seconds."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    input_ids, word_ids, tokens = data["input_ids"], data["word_ids"], data["tokens"]
+    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+    out: list[list[int | None]] = [[] for _ in input_ids]
+    pad = model.config.pad_token_id or 0
+    started = time.monotonic()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc="evaluate", unit="batch", mininterval=2):
+            idx = order[start : start + batch_size]
+            width = max(len(input_ids[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(input_ids[i])] = torch.tensor(input_ids[i])
+                mask[row, : len(input_ids[i])] = 1
+            predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+            for row, i in enumerate(idx):
+                out[i] = word_predictions(predicted[row][: len(input_ids[i])], word_ids[i], len(tokens[i]))
+    return out, time.monotonic() - started
+
+
+def confusions(gold: list[list[str]], predicted: list[list[str]], top: int) -> list[dict]:
+    """Most frequent (gold, predicted) word-label disagreements."""
+    counts = Counter(
+        (g, p) for gs, ps in zip(gold, predicted, strict=True) for g, p in zip(gs, ps, strict=True) if g != p
+    )
+    return [{"gold": g, "predicted": p, "count": n} for (g, p), n in counts.most_common(top)]
+
+
+def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfig, label: str = "model") -> dict:
+    import datasets
+
+    from kfnlp.modeling import load_token_classifier, load_tokenizer
+    from kfnlp.reports import ner_evaluation_html, ner_evaluation_markdown
+    from kfnlp.stages.preprocess_ner import load_labels
+    from kfnlp.stages.train_mlm import check_same_vocabulary
+
+    manifest = read_manifest(dataset, kind="dataset")
+    if manifest.get("task") != "ner":
+        raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
+    if config.split not in manifest["splits"]:
+        raise InputError(f"{dataset}: no {config.split} split (has {', '.join(manifest['splits'])})")
+    labels = load_labels(dataset)
+    check_same_vocabulary(load_tokenizer(model), manifest, dataset)
+    net = load_token_classifier(model)
+    model_labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
+    if model_labels != labels:
+        raise InputError(f"{model}: its labels {model_labels} differ from the dataset's {labels}")
+    data = datasets.load_from_disk(str(Path(dataset) / "data"))[config.split]
+    word_ids, seconds = predict_word_labels(net, data, config.batch_size)
+    gold = [[labels[t] for t in tags] for tags in data["ner_tags"]]
+    unseen = sum(p is None for sentence in word_ids for p in sentence)
+    predicted = [[labels[p] if p is not None else "O" for p in sentence] for sentence in word_ids]
+    scores = {"default": seqeval_scores(gold, predicted), "strict": seqeval_scores(gold, predicted, strict=True)}
+    metrics = {
+        **{k: scores["default"][k] for k in ("precision", "recall", "f1", "accuracy")},
+        "strict_f1": scores["strict"]["f1"],
+        "entities": scores["default"]["entities"],
+        "sentences": len(gold),
+        "words": sum(len(s) for s in gold),
+        "words_not_seen": unseen,
+        "eval_seconds": round(seconds, 3),
+    }
+    result = {
+        "task": "ner",
+        "label": label,
+        "model": model,
+        "split": config.split,
+        "dataset_fingerprint": manifest["fingerprint"],
+        "metrics": metrics,
+        "per_entity": scores["default"]["per_entity"],
+        "strict": scores["strict"],
+        "confusions": confusions(gold, predicted, config.top_confusions),
+        "config": asdict(config),
+    }
+    log.info("evaluate %s: F1 %.4f on %d sentences (%d entities)", label, metrics["f1"], len(gold), metrics["entities"])
+    with write_artifact(output, kind="evaluation") as out:
+        write_conll(out.path / PREDICTIONS_FILE, zip(data["tokens"], gold, predicted, strict=True))
+        (out.path / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        (out.path / "report.md").write_text(ner_evaluation_markdown(result), encoding="utf-8")
+        (out.path / "report.html").write_text(ner_evaluation_html(result), encoding="utf-8")
+        out.info.update(task="ner", dataset_fingerprint=manifest["fingerprint"], metrics=metrics, label=label)
+    return result

@@ -1,0 +1,220 @@
+"""preprocess (NER mode): labelled sentences -> tokenized, label-aligned
+train/validation/test datasets, the label maps and the training text (for
+task-adaptive masked-LM pretraining)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kfnlp.data.conll import Sentence
+from kfnlp.data.ner import check_labels, encode, label_list, repair_iob
+from kfnlp.data.ner_corpus import load_ner_source
+from kfnlp.errors import InputError
+from kfnlp.modeling import load_tokenizer
+from kfnlp.storage import fingerprint, write_artifact
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+LABELS_FILE = "labels.json"
+CORPUS_FILE = "corpus.jsonl"
+
+
+@dataclass
+class NerPreprocessConfig:
+    """How to turn labelled sentences into token-classification datasets."""
+
+    source: str = "builtin:wnut16"  # CoNLL file, hf:DATASET (tokens + ner_tags) or builtin:wnut16
+    validation_source: str | None = None  # CoNLL file; default: a seeded split of source
+    test_source: str | None = None  # CoNLL file; default: a seeded split of source
+    encoding: str = "utf-8"  # of CoNLL files (a UTF-8 BOM is always accepted)
+    hf_config: str | None = None
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    labels: list[str] | None = None  # default: O + B-/I- of every type in the data (Hub: ClassLabel names)
+    repair_iob: bool = True  # an I- tag that starts an entity becomes B- (IOB1 -> IOB2)
+    dedupe: bool = True  # drop repeated sentences before splitting, so no test sentence is also trained on
+    validation_size: float = 0.1  # share held out when the source has no validation split
+    test_size: float = 0.1  # share held out when the source has no test split
+    max_sentences: int | None = None  # seeded downsample of each split
+    max_length: int = 256  # sub-tokens per sentence, special tokens included; longer ones are truncated
+    label_all_subtokens: bool = True  # recipe: continuation sub-tokens get the I- label; false: -100
+    seed: int = 42
+
+    def __post_init__(self):
+        for name in ("validation_size", "test_size"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.validation_size + self.test_size >= 1.0:
+            raise ValueError("validation_size + test_size must leave sentences to train on")
+        if self.max_length < 4:
+            raise ValueError(f"max_length must be at least 4, got {self.max_length}")
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ValueError(f"max_sentences must be >= 1, got {self.max_sentences}")
+
+
+def dedupe(sentences: list[Sentence]) -> tuple[list[Sentence], int]:
+    """First occurrence of each (tokens, tags) sentence."""
+    seen, kept = set(), []
+    for s in sentences:
+        key = (tuple(s.tokens), tuple(s.tags))
+        if key not in seen:
+            seen.add(key)
+            kept.append(s)
+    return kept, len(sentences) - len(kept)
+
+
+def split_sentences(splits: dict[str, list[Sentence]], config: NerPreprocessConfig) -> dict[str, list[Sentence]]:
+    """Carve the missing validation/test splits out of train with a seeded permutation;
+    drop validation/test sentences that also occur in train."""
+    train = splits["train"]
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(train))
+    out = dict(splits)
+    start = 0
+    for name, share in (("test", config.test_size), ("validation", config.validation_size)):
+        if name in splits or share == 0:
+            continue
+        n = max(1, int(round(len(train) * share)))
+        out[name] = [train[i] for i in np.sort(order[start : start + n])]
+        start += n
+    out["train"] = [train[i] for i in np.sort(order[start:])]
+    if not out["train"]:
+        raise InputError(f"{config.source}: only {len(train)} sentences, too few to hold out validation/test splits")
+    return out
+
+
+def _downsample(sentences: list[Sentence], limit: int | None, seed: int) -> list[Sentence]:
+    if limit is None or limit >= len(sentences):
+        return sentences
+    keep = np.sort(np.random.default_rng(seed).permutation(len(sentences))[:limit])
+    return [sentences[i] for i in keep]
+
+
+def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> dict:
+    """Read, check, split, tokenize and align; write a dataset artifact to ``output``."""
+    import datasets
+
+    started = time.monotonic()
+    source = load_ner_source(
+        config.source,
+        config.validation_source,
+        config.test_source,
+        config.encoding,
+        config.hf_config,
+        config.tokens_column,
+        config.tags_column,
+    )
+    counts: dict[str, dict] = {}
+    removed = 0
+    if config.dedupe:
+        source.splits["train"], removed = dedupe(source.splits["train"])
+    splits = split_sentences(source.splits, config)
+    if config.dedupe:
+        # a sentence both trained on and tested on inflates the score
+        train_keys = {(tuple(s.tokens), tuple(s.tags)) for s in splits["train"]}
+        for name in ("validation", "test"):
+            if name in splits:
+                before = len(splits[name])
+                splits[name] = [s for s in splits[name] if (tuple(s.tokens), tuple(s.tags)) not in train_keys]
+                splits[name] = dedupe(splits[name])[0]
+                counts.setdefault(name, {})["dropped_overlap_with_train"] = before - len(splits[name])
+    splits = {name: _downsample(sents, config.max_sentences, config.seed) for name, sents in splits.items() if sents}
+
+    labels = list(config.labels) if config.labels else source.labels
+    if labels:
+        check_labels(labels, "preprocess_ner.labels" if config.labels else config.source)
+    else:
+        labels = label_list([s for sents in splits.values() for s in sents])
+    label2id = {name: i for i, name in enumerate(labels)}
+
+    tok = load_tokenizer(tokenizer)
+    if not getattr(tok, "is_fast", False):
+        raise InputError(f"{tokenizer}: NER preprocessing needs a fast tokenizer (word ids of sub-tokens)")
+    built = {}
+    for name, sentences in splits.items():
+        repaired = 0
+        tag_ids = []
+        for s in sentences:
+            tags = s.tags
+            if config.repair_iob:
+                tags, n = repair_iob(tags)
+                repaired += n
+                s.tags = tags
+            try:
+                tag_ids.append([label2id[t] for t in tags])
+            except KeyError as exc:
+                position = tags.index(exc.args[0]) + 1
+                raise InputError(
+                    f"{s.origin} (token {position}): tag {exc.args[0]!r} is not in the label set {labels}"
+                ) from None
+        enc = encode(tok, sentences, tag_ids, labels, config.max_length, config.label_all_subtokens)
+        built[name] = datasets.Dataset.from_dict(
+            {
+                "tokens": [s.tokens for s in sentences],
+                "ner_tags": tag_ids,
+                "input_ids": enc.input_ids,
+                "labels": enc.labels,
+                "word_ids": enc.word_ids,
+                "length": [len(ids) for ids in enc.input_ids],
+            }
+        )
+        counts[name] = {
+            **counts.get(name, {}),
+            "sentences": len(sentences),
+            "words": sum(len(s.tokens) for s in sentences),
+            "subtokens": sum(len(ids) for ids in enc.input_ids),
+            "entities": sum(t.startswith("B-") for s in sentences for t in s.tags),
+            "truncated_sentences": enc.truncated,
+            "empty_words": enc.empty_words,
+            "iob_repairs": repaired,
+        }
+        if enc.truncated:
+            log.warning(
+                "preprocess-ner: %s: %d sentences longer than %d sub-tokens were truncated",
+                name,
+                enc.truncated,
+                config.max_length,
+            )
+        log.info("preprocess-ner: %s: %d sentences, %d entities", name, len(sentences), counts[name]["entities"])
+    if "train" not in built:
+        raise InputError(f"{config.source}: no training sentences")
+    counts["train"]["duplicates_removed"] = removed
+
+    from kfnlp.stages.preprocess import tokenizer_fingerprint
+
+    tok_fp = tokenizer_fingerprint(tok)
+    with write_artifact(output, kind="dataset") as out:
+        datasets.DatasetDict(built).save_to_disk(str(out.path / "data"))
+        tok.save_pretrained(str(out.path / "tokenizer"))
+        (out.path / LABELS_FILE).write_text(
+            json.dumps({"labels": labels, "id2label": dict(enumerate(labels)), "label2id": label2id}, indent=2),
+            encoding="utf-8",
+        )
+        with open(out.path / CORPUS_FILE, "w", encoding="utf-8") as handle:
+            for s in splits["train"]:
+                handle.write(json.dumps({"text": " ".join(s.tokens)}, ensure_ascii=False) + "\n")
+        out.info.update(
+            task="ner",
+            fingerprint=fingerprint(source.origin, asdict(config), tok_fp),
+            tokenizer=tokenizer,
+            tokenizer_fingerprint=tok_fp,
+            labels=labels,
+            splits=sorted(built),
+            config=asdict(config),
+            counts=counts,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        manifest = dict(out.info)
+    return manifest
+
+
+def load_labels(dataset: str) -> list[str]:
+    from pathlib import Path
+
+    return json.loads((Path(dataset) / LABELS_FILE).read_text(encoding="utf-8"))["labels"]

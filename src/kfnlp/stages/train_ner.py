@@ -1,0 +1,163 @@
+"""train-ner: fine-tune an encoder for token classification with the transformers Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from kfnlp.data.chunking import IGNORE_INDEX
+from kfnlp.errors import InputError
+from kfnlp.storage import read_manifest, write_artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainNerConfig:
+    """The recipe's defaults (lr 2e-5, 3 epochs, weight decay 0.01, batch 8, eval each epoch)."""
+
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    num_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    warmup_ratio: float = 0.0
+    group_by_length: bool = True  # batches of similar length: less padding, same data each epoch
+    max_train_sentences: int | None = None  # seeded downsample
+    seed: int = 42
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPUs, fp32 on CPU
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: int | None = None
+    logging_steps: int = 50
+    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    save_steps: int = 500
+    save_total_limit: int = 1
+    checkpoint_dir: str | None = None  # default: next to the output
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ValueError("set num_epochs > 0 or max_steps > 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            raise ValueError("eval_strategy steps needs eval_steps")
+
+
+def seqeval_metric(labels: list[str]):
+    """The recipe's ``compute_metrics``: seqeval over the labelled sub-tokens."""
+    from kfnlp.metrics import seqeval_scores
+
+    def compute(eval_pred) -> dict[str, float]:
+        logits, label_ids = eval_pred
+        predictions = np.argmax(logits, axis=-1)
+        gold, predicted = [], []
+        for pred_row, label_row in zip(predictions, label_ids, strict=True):
+            keep = label_row != IGNORE_INDEX
+            gold.append([labels[i] for i in label_row[keep]])
+            predicted.append([labels[i] for i in pred_row[keep]])
+        scores = seqeval_scores(gold, predicted)
+        return {k: scores[k] for k in ("precision", "recall", "f1", "accuracy")}
+
+    return compute
+
+
+def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str) -> dict:
+    """Fine-tune ``base_model`` (Hub id, path, builtin or a train-mlm artifact) on the
+    preprocess-ner ``dataset``; write a model artifact loadable by ``pipeline()``."""
+    import datasets
+    from transformers import DataCollatorForTokenClassification, Trainer, set_seed
+
+    from kfnlp.modeling import load_token_classifier, load_tokenizer
+    from kfnlp.stages.preprocess_ner import LABELS_FILE, load_labels
+    from kfnlp.stages.train_mlm import check_same_vocabulary
+    from kfnlp.training import progress_callback, resolve_precision, summarize, training_arguments
+
+    started = time.monotonic()
+    manifest = read_manifest(dataset, kind="dataset")
+    if manifest.get("task") != "ner":
+        raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
+    labels = load_labels(dataset)
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(base_model)
+    check_same_vocabulary(tokenizer, manifest, dataset)
+    model = load_token_classifier(base_model, labels)
+
+    splits = datasets.load_from_disk(str(Path(dataset) / "data"))
+    columns = ["input_ids", "labels", "length"]
+    train = splits["train"]
+    if config.max_train_sentences is not None and config.max_train_sentences < len(train):
+        rng = np.random.default_rng(config.seed)
+        train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_sentences]))
+    train = train.select_columns(columns)
+    validation = splits["validation"].select_columns(columns) if "validation" in splits else None
+    evaluating = config.eval_strategy != "no" and validation is not None
+    if config.eval_strategy != "no" and validation is None:
+        log.warning("train-ner: the dataset has no validation split; not evaluating during training")
+
+    precision = resolve_precision(config.mixed_precision)
+    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
+    args = training_arguments(
+        config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints",
+        precision=precision,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        eval_strategy=config.eval_strategy if evaluating else "no",
+        eval_steps=config.eval_steps,
+        logging_steps=config.logging_steps,
+        save_strategy=config.save_strategy,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train,
+        eval_dataset=validation if evaluating else None,
+        processing_class=tokenizer,
+        compute_metrics=seqeval_metric(labels),
+        callbacks=[progress_callback("train-ner")],
+    )
+    log.info("train-ner: %d sentences, %d labels, precision %s", len(train), len(labels), precision)
+    result = trainer.train()
+    summary = summarize(trainer, result, time.monotonic() - started)
+    evaluations = [entry for entry in trainer.state.log_history if "eval_f1" in entry]
+    if evaluations:  # the recipe's sub-token scores on validation after the last evaluation
+        summary["validation"] = {k[len("eval_") :]: v for k, v in evaluations[-1].items() if k.startswith("eval_")}
+    summary.update(precision=precision, train_sentences=len(train), config=asdict(config))
+
+    with write_artifact(output, kind="model") as out:
+        # the artifact itself is a plain Hugging Face model directory
+        model.save_pretrained(str(out.path))
+        tokenizer.save_pretrained(str(out.path))
+        (out.path / LABELS_FILE).write_text((Path(dataset) / LABELS_FILE).read_text(encoding="utf-8"), "utf-8")
+        (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        out.info.update(
+            task="ner",
+            base_model=base_model,
+            labels=labels,
+            dataset_fingerprint=manifest["fingerprint"],
+            tokenizer_fingerprint=manifest["tokenizer_fingerprint"],
+            training=summary,
+        )
+        manifest_out = dict(out.info)
+    return manifest_out

@@ -24,6 +24,13 @@ class Sentence:
     tags: list[str]
     origin: str  # "file:line" of the first token, for error messages
 
+    def where(self, index: int) -> str:
+        """Where token ``index`` (0-based) came from: its own line in a file."""
+        path, _, line = self.origin.rpartition(":")
+        if path and line.isdigit():
+            return f"{path}:{int(line) + index}"
+        return f"{self.origin} (token {index + 1})"
+
 
 def _decode(raw: bytes, path: Path, encoding: str) -> str:
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding

@@ -33,7 +33,7 @@ def label_list(sentences: Sequence[Sentence]) -> list[str]:
     types = set()
     for sentence in sentences:
         for i, tag in enumerate(sentence.tags):
-            check_tag(tag, f"{sentence.origin} (token {i + 1})")
+            check_tag(tag, sentence.where(i))
             if tag != "O":
                 types.add(tag[2:])
     labels = ["O"]

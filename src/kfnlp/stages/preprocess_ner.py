@@ -149,10 +149,8 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
             try:
                 tag_ids.append([label2id[t] for t in tags])
             except KeyError as exc:
-                position = tags.index(exc.args[0]) + 1
-                raise InputError(
-                    f"{s.origin} (token {position}): tag {exc.args[0]!r} is not in the label set {labels}"
-                ) from None
+                where = s.where(tags.index(exc.args[0]))
+                raise InputError(f"{where}: tag {exc.args[0]!r} is not in the label set {labels}") from None
         enc = encode(tok, sentences, tag_ids, labels, config.max_length, config.label_all_subtokens)
         built[name] = datasets.Dataset.from_dict(
             {

@@ -20,9 +20,19 @@ from kfnlp import cli, pipelines
 from kfnlp.runner import load_config, pipeline_arguments
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ["preprocess", "mask_eval", "train_mlm", "evaluate", "register"]
+STAGES = [
+    "preprocess",
+    "mask_eval",
+    "train_mlm",
+    "evaluate",
+    "register",
+    "preprocess_ner",
+    "train_ner",
+    "evaluate_ner",
+    "compare",
+]
 MAX_BODY_STATEMENTS = 15
-ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "Markdown"}
+ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "Markdown", "HTML"}
 PARAMETER_TYPES = {"String", "Integer", "Float", "Boolean", "List", "Dict"}
 
 
@@ -237,6 +247,102 @@ def test_mlm_adapt_tasks_and_edges(compiled):
     assert producer("register", "model") == (key["train-mlm"], "model")
     assert producer("register", "evaluation") == (key["evaluate-adapted"], "results")
     assert producer("register", "baseline") == (key["evaluate-base"], "results")
+
+
+class Dag:
+    """The tasks of a compiled pipeline by display name: their keys, upstream tasks and
+    where each artifact input comes from."""
+
+    def __init__(self, path: Path):
+        tasks = strict_documents(path).root.dag.tasks
+        self.tasks = {task.task_info.name: task for task in tasks.values()}
+        self.key = {task.task_info.name: key for key, task in tasks.items()}
+
+    def after(self, name: str) -> set[str]:
+        return set(self.tasks[name].dependent_tasks)
+
+    def producer(self, name: str, artifact: str) -> tuple[str, str]:
+        ref = self.tasks[name].inputs.artifacts[artifact].task_output_artifact
+        return ref.producer_task, ref.output_artifact_key
+
+    def parameter(self, name: str, parameter: str) -> str:
+        return self.tasks[name].inputs.parameters[parameter].runtime_value.constant.string_value
+
+
+NER_TASKS = {"preprocess-ner", "train-ner", "evaluate-ner", "register"}
+ADAPT_THEN_NER_TASKS = {
+    "preprocess-ner",
+    "preprocess",
+    "mask-eval",
+    "evaluate-base",
+    "train-mlm",
+    "evaluate-adapted",
+    "train-ner-base",
+    "train-ner-adapted",
+    "evaluate-ner-base",
+    "evaluate-ner-adapted",
+    "compare",
+    "register",
+}
+
+
+def test_ner_tasks_and_edges(compiled):
+    entry, path = compiled
+    if entry.name != "ner":
+        pytest.skip("ner only")
+    dag = Dag(path)
+    assert set(dag.tasks) == NER_TASKS
+    key = dag.key
+    assert dag.after("preprocess-ner") == set()
+    assert dag.producer("train-ner", "dataset") == (key["preprocess-ner"], "dataset")
+    assert "base_model" not in dag.tasks["train-ner"].inputs.artifacts  # the encoder comes by reference
+    assert dag.producer("evaluate-ner", "dataset") == (key["preprocess-ner"], "dataset")
+    assert dag.producer("evaluate-ner", "model") == (key["train-ner"], "model")
+    assert dag.producer("register", "model") == (key["train-ner"], "model")
+    assert dag.producer("register", "evaluation") == (key["evaluate-ner"], "results")
+    assert "baseline" not in dag.tasks["register"].inputs.artifacts
+    assert dag.after("register") == {key["train-ner"], key["evaluate-ner"]}
+
+
+def test_adapt_then_ner_tasks_and_edges(compiled):
+    entry, path = compiled
+    if entry.name != "adapt-then-ner":
+        pytest.skip("adapt-then-ner only")
+    dag = Dag(path)
+    assert set(dag.tasks) == ADAPT_THEN_NER_TASKS
+    key, producer, after = dag.key, dag.producer, dag.after
+    ner_dataset = (key["preprocess-ner"], "dataset")
+
+    assert after("preprocess-ner") == set()
+    # the masked-LM corpus is the NER training text (source ner:train)
+    assert producer("preprocess", "corpus") == ner_dataset
+    assert producer("mask-eval", "dataset") == (key["preprocess"], "dataset")
+    assert producer("train-mlm", "dataset") == (key["preprocess"], "dataset")
+    assert producer("train-mlm", "eval_set") == (key["mask-eval"], "eval_set")
+    assert producer("evaluate-base", "eval_set") == (key["mask-eval"], "eval_set")
+    assert "model" not in dag.tasks["evaluate-base"].inputs.artifacts
+    assert producer("evaluate-adapted", "model") == (key["train-mlm"], "model")
+    # both NER models train on the same dataset; only the adapted one waits for train-mlm
+    assert producer("train-ner-base", "dataset") == ner_dataset
+    assert producer("train-ner-adapted", "dataset") == ner_dataset
+    assert "base_model" not in dag.tasks["train-ner-base"].inputs.artifacts
+    assert producer("train-ner-adapted", "base_model") == (key["train-mlm"], "model")
+    assert key["train-mlm"] not in after("train-ner-base")
+    assert key["train-mlm"] in after("train-ner-adapted")
+    # each evaluation scores its own model on the same dataset
+    for side in ("base", "adapted"):
+        assert producer(f"evaluate-ner-{side}", "model") == (key[f"train-ner-{side}"], "model")
+        assert producer(f"evaluate-ner-{side}", "dataset") == ner_dataset
+    assert dag.parameter("evaluate-ner-base", "label") != dag.parameter("evaluate-ner-adapted", "label")
+    # compare reads the four evaluations
+    assert producer("compare", "mlm_base") == (key["evaluate-base"], "results")
+    assert producer("compare", "mlm_adapted") == (key["evaluate-adapted"], "results")
+    assert producer("compare", "ner_base") == (key["evaluate-ner-base"], "results")
+    assert producer("compare", "ner_adapted") == (key["evaluate-ner-adapted"], "results")
+    # register records the NER model fine-tuned from the adapted encoder, against the base one
+    assert producer("register", "model") == (key["train-ner-adapted"], "model")
+    assert producer("register", "evaluation") == (key["evaluate-ner-adapted"], "results")
+    assert producer("register", "baseline") == (key["evaluate-ner-base"], "results")
 
 
 def test_pipeline_compiles_with_the_embedded_defaults(tmp_path):

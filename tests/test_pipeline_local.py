@@ -84,7 +84,9 @@ def test_registry_holds_the_version_with_lineage(finished_run):
     assert reg["tracking_uri"].startswith(f"sqlite:///{home}")
     client = MlflowClient(tracking_uri=reg["tracking_uri"], registry_uri=reg["tracking_uri"])
     version = client.get_model_version(reg["name"], str(reg["version"]))
-    dataset_fp = json.loads(Path(summary["artifacts"]["datasets"]["preprocess"], "kfnlp-manifest.json").read_text())["fingerprint"]
+    dataset_fp = json.loads(Path(summary["artifacts"]["datasets"]["preprocess"], "kfnlp-manifest.json").read_text())[
+        "fingerprint"
+    ]
     assert version.tags["kfnlp.dataset_fingerprint"] == dataset_fp
     assert version.tags["kfnlp.eval_set_fingerprint"]
     assert version.tags["kfnlp.pipeline_run"] == summary["run"]

@@ -67,6 +67,37 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
     ("EvaluateConfig", "top_k"): "fill-mask predictions shown per prompt",
     ("EvaluateConfig", "sparse_head"): "MLM head and loss only at masked positions (same perplexity, faster)",
     ("RegisterConfig", "model_name"): "registered model name; each run adds a new version",
+    ("NerConfig", "model"): "the encoder to fine-tune and the tokenizer for preprocess-ner: Hub id, local "
+    "directory, kfnlp model artifact, builtin:minilm or builtin:splade-tiny",
+    ("AdaptThenNerConfig", "model"): "the base encoder: adapted by train-mlm, fine-tuned as is by train-ner-base, "
+    "and the tokenizer for preprocess-ner and preprocess; needs a masked-LM head (builtin:splade-tiny has one)",
+    ("NerPreprocessConfig", "hf_config"): "configuration (subset) name of an hf: dataset",
+    ("NerPreprocessConfig", "tokens_column"): "column of an hf: dataset holding each sentence's words",
+    ("NerPreprocessConfig", "tags_column"): "column of an hf: dataset holding the tags: ClassLabel ids (their "
+    "names are the labels) or tag strings",
+    ("NerPreprocessConfig", "seed"): "seed for the validation/test split and the max_sentences downsample",
+    ("TrainNerConfig", "learning_rate"): "peak learning rate (> 0)",
+    ("TrainNerConfig", "weight_decay"): "AdamW weight decay",
+    ("TrainNerConfig", "batch_size"): "training batch size per device",
+    ("TrainNerConfig", "eval_batch_size"): "batch size of the evaluations during training",
+    ("TrainNerConfig", "num_epochs"): "passes over the training sentences (ignored when max_steps > 0)",
+    ("TrainNerConfig", "warmup_ratio"): "share of the training steps spent on linear warmup (passed to the "
+    "Trainer as warmup_steps, which reads a float below 1 as a ratio)",
+    ("TrainNerConfig", "seed"): "seed for the new classification head, the max_train_sentences sample and the "
+    "batch order",
+    ("TrainNerConfig", "eval_strategy"): "when train-ner scores the validation split during training (seqeval "
+    "over the labelled sub-tokens, the recipe's compute_metrics); evaluate-ner scores the final model either way",
+    ("TrainNerConfig", "eval_steps"): "steps between evaluations when eval_strategy is steps",
+    ("TrainNerConfig", "logging_steps"): "steps between loss log lines",
+    ("TrainNerConfig", "save_strategy"): "when checkpoints are written",
+    ("TrainNerConfig", "save_steps"): "steps between checkpoints when save_strategy is steps",
+    ("TrainNerConfig", "save_total_limit"): "checkpoints kept on disk",
+    ("EvaluateNerConfig", "split"): "split of the preprocess-ner dataset to score",
+    ("EvaluateNerConfig", "batch_size"): "evaluation batch size (sentences, batched by length)",
+    ("EvaluateNerConfig", "top_confusions"): "most frequent (gold, predicted) word-label confusions listed "
+    "in the report",
+    ("CompareConfig", "confidence"): "level of the bootstrap interval for the F1 difference (0.5 to below 1)",
+    ("CompareConfig", "seed"): "seed for the bootstrap resamples",
 }
 
 
@@ -206,7 +237,9 @@ def render_reference() -> str:
                 f"`{section.__module__}.{section.__name__}`" + (f": {doc}" if doc else ""),
                 "",
             ]
-            lines += [*_table(section, getattr(code, f.name), getattr(embedded, f.name), entry.name), ""]
+            # the section class's own defaults, not the pipeline dataclass's field default
+            # (which may differ): `{}` and `kfnlp stage` build the class itself
+            lines += [*_table(section, section(), getattr(embedded, f.name), entry.name), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -102,7 +102,9 @@ def test_pipelines_config_unknown_pipeline():
 
 
 def test_run_unknown_pipeline():
-    _one_error_line(run_cli("run", "nope", "--local"), "unknown pipeline 'nope'; available: mlm-adapt")
+    _one_error_line(
+        run_cli("run", "nope", "--local"), "unknown pipeline 'nope'; available: adapt-then-ner, mlm-adapt, ner"
+    )
 
 
 def test_fill_mask_prints_predictions():

@@ -332,7 +332,7 @@ def test_from_json_errors():
 
 
 def test_unknown_pipeline():
-    with pytest.raises(ConfigError, match="unknown pipeline 'mlm-adpat'; available: mlm-adapt"):
+    with pytest.raises(ConfigError, match="unknown pipeline 'mlm-adpat'; available: adapt-then-ner, mlm-adapt, ner"):
         pipelines.get("mlm-adpat")
 
 
@@ -342,7 +342,7 @@ def test_unknown_pipeline():
 @pytest.mark.parametrize(
     ("ref", "fragment"),
     [
-        ("builtin:nope", "model: unknown builtin model builtin:nope; available: builtin:splade-tiny"),
+        ("builtin:nope", "model: unknown builtin model builtin:nope; available: builtin:minilm, builtin:splade-tiny"),
         ("/no/such/model", "model: /no/such/model: no such model directory"),
         ("./relative/model", "model: ./relative/model: no such model directory"),
         ("", "model: empty model reference"),

@@ -168,3 +168,29 @@ def test_predict_ner_cli_prints_entities(ner_model):
     assert item["text"] == "Justin Bieber lives in New York" and isinstance(item["entities"], list)
     wrong = run_cli("predict", "ner", "--model", MODEL, "some text")
     assert wrong.returncode != 0 and "not an NER model" in wrong.stderr
+
+
+def test_hub_style_dataset_uses_its_splits_and_classlabel_names(tmp_path):
+    """`hf:` goes through datasets.load_dataset; a local Parquet directory stands in for a Hub repo."""
+    import datasets
+
+    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names)),
+        }
+    )
+    rows = {"tokens": [["Alice", "lives", "in", "Paris"]] * 6, "ner_tags": [[1, 0, 0, 3]] * 6}
+    repo = tmp_path / "repo" / "data"
+    repo.mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(repo / f"{split}-00000-of-00001.parquet"))
+    manifest = preprocess_ner(
+        str(tmp_path / "out"), NerPreprocessConfig(source=f"hf:{repo.parent}", dedupe=False), MODEL
+    )
+    assert manifest["labels"] == names  # ClassLabel order kept, not re-derived
+    assert manifest["splits"] == ["test", "train", "validation"]
+    assert {manifest["counts"][s]["sentences"] for s in manifest["splits"]} == {6}

@@ -35,7 +35,7 @@ def adapt_then_ner(
     train_ner_config: str = "{}",
     evaluate_ner_config: str = "{}",
     compare_config: str = "{}",
-    register_config: str = "{}",
+    register_config: str = '{"model_name": "kfnlp-ner-adapted"}',
 ):
     """Stage configs are JSON objects (see docs/configuration.md). ``preprocess.source``
     ``ner:train`` adapts on the NER training sentences (task-adaptive pretraining)."""

@@ -35,7 +35,10 @@ def read_conll_source(source: str, encoding: str = "utf-8") -> tuple[list[Senten
     return sentences, origin
 
 
-def read_hub(dataset_id: str, config: str | None, tokens_column: str, tags_column: str) -> NerSource:
+def read_hub(
+    dataset_id: str, config: str | None, tokens_column: str, tags_column: str, labels: list[str] | None = None
+) -> NerSource:
+    """Splits of a Hub dataset; tag ids are named by the ClassLabel feature, else by ``labels``."""
     import datasets
 
     try:
@@ -43,7 +46,6 @@ def read_hub(dataset_id: str, config: str | None, tokens_column: str, tags_colum
     except Exception as exc:  # network, auth and missing-dataset errors differ by version
         raise InputError(f"hf:{dataset_id}: cannot load from the Hub ({exc})") from None
     splits: dict[str, list[Sentence]] = {}
-    labels = None
     for name, aliases in HUB_SPLITS.items():
         split = next((data[a] for a in aliases if a in data), None)
         if split is None:
@@ -54,15 +56,24 @@ def read_hub(dataset_id: str, config: str | None, tokens_column: str, tags_colum
         feature = split.features[tags_column]
         names = getattr(getattr(feature, "feature", None), "names", None)
         if names is None and not isinstance(split[0][tags_column][0] if len(split) else "", str):
-            raise InputError(f"hf:{dataset_id}: {tags_column!r} holds ids without ClassLabel names; set labels")
+            if not labels:
+                raise InputError(
+                    f"hf:{dataset_id}: {tags_column!r} holds ids without ClassLabel names; "
+                    "set preprocess_ner.labels to the label of each id, in order"
+                )
+            names = labels
         labels = list(names) if names else labels
+        try:
+            named = [[names[t] for t in tags] if names else list(tags) for tags in split[tags_column]]
+        except IndexError:
+            raise InputError(f"hf:{dataset_id}/{name}: a tag id is outside the {len(names)} labels") from None
         sentences = []
-        for i, (tokens, tags) in enumerate(zip(split[tokens_column], split[tags_column], strict=True)):
+        for i, (tokens, tags) in enumerate(zip(split[tokens_column], named, strict=True)):
             where = f"hf:{dataset_id}/{name} row {i}"
             if len(tokens) != len(tags):
                 raise InputError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
             if tokens:
-                sentences.append(Sentence(list(tokens), [names[t] for t in tags] if names else list(tags), where))
+                sentences.append(Sentence(list(tokens), tags, where))
         splits[name] = sentences
     if "train" not in splits:
         raise InputError(f"hf:{dataset_id}: no train split (found {', '.join(data)})")
@@ -77,9 +88,10 @@ def load_ner_source(
     hf_config: str | None = None,
     tokens_column: str = "tokens",
     tags_column: str = "ner_tags",
+    labels: list[str] | None = None,
 ) -> NerSource:
     if source.startswith("hf:"):
-        result = read_hub(source[3:], hf_config, tokens_column, tags_column)
+        result = read_hub(source[3:], hf_config, tokens_column, tags_column, labels)
     else:
         train, origin = read_conll_source(source, encoding)
         result = NerSource({"train": train}, None, [origin])

@@ -109,6 +109,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
         config.hf_config,
         config.tokens_column,
         config.tags_column,
+        config.labels,
     )
     counts: dict[str, dict] = {}
     removed = 0

@@ -94,7 +94,7 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     model = load_token_classifier(base_model, labels)
 
     splits = datasets.load_from_disk(str(Path(dataset) / "data"))
-    columns = ["input_ids", "labels", "length"]
+    columns = ["input_ids", "labels"]  # the length-grouped sampler measures input_ids itself
     train = splits["train"]
     if config.max_train_sentences is not None and config.max_train_sentences < len(train):
         rng = np.random.default_rng(config.seed)
@@ -118,7 +118,6 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         max_steps=config.max_steps,
         warmup_steps=config.warmup_ratio,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        length_column_name="length",
         eval_strategy=config.eval_strategy if evaluating else "no",
         eval_steps=config.eval_steps,
         logging_steps=config.logging_steps,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp.errors import ConfigError
+from kfnlp.promotion import PromoteConfig
 from kfnlp.stages.compare import CompareConfig
 from kfnlp.stages.evaluate import EvaluateConfig
 from kfnlp.stages.evaluate_ner import EvaluateNerConfig
@@ -30,6 +31,7 @@ class MlmAdaptConfig:
     train_mlm: TrainMlmConfig = field(default_factory=TrainMlmConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class NerConfig:
     train_ner: TrainNerConfig = field(default_factory=TrainNerConfig)
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
     register: RegisterConfig = field(default_factory=lambda: RegisterConfig(model_name="kfnlp-ner"))
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class AdaptThenNerConfig:
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     register: RegisterConfig = field(default_factory=lambda: RegisterConfig(model_name="kfnlp-ner-adapted"))
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from kfp import dsl
 from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
+from kfnlp.components.promote.component import promote
 from kfnlp.components.register.component import register
 from kfnlp.components.train_mlm.component import train_mlm
 
@@ -21,6 +22,7 @@ def mlm_adapt(
     train_mlm_config: str = "{}",
     evaluate_config: str = "{}",
     register_config: str = "{}",
+    promote_config: str = "{}",
 ):
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
     stage's code defaults (the recipe's). ``kfnlp run`` fills them from the embedded
@@ -39,10 +41,13 @@ def mlm_adapt(
     adapted = evaluate(
         config=evaluate_config, label="adapted", eval_set=masked.outputs["eval_set"], model=trained.outputs["model"]
     ).set_display_name("evaluate-adapted")
-    register(
+    registered = register(
         config=register_config,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         model=trained.outputs["model"],
         evaluation=adapted.outputs["results"],
         baseline=base.outputs["results"],
     ).set_display_name("register")
+    promote(
+        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
+    ).set_display_name("promote")

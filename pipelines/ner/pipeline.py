@@ -7,6 +7,7 @@ from kfp import dsl
 
 from kfnlp.components.evaluate_ner.component import evaluate_ner
 from kfnlp.components.preprocess_ner.component import preprocess_ner
+from kfnlp.components.promote.component import promote
 from kfnlp.components.register.component import register
 from kfnlp.components.train_ner.component import train_ner
 
@@ -18,6 +19,7 @@ def ner(
     train_ner_config: str = "{}",
     evaluate_ner_config: str = "{}",
     register_config: str = '{"model_name": "kfnlp-ner"}',
+    promote_config: str = "{}",
 ):
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
     stage's code defaults (the recipe's)."""
@@ -28,9 +30,12 @@ def ner(
     scored = evaluate_ner(
         config=evaluate_ner_config, label="ner", dataset=data.outputs["dataset"], model=trained.outputs["model"]
     ).set_display_name("evaluate-ner")
-    register(
+    registered = register(
         config=register_config,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         model=trained.outputs["model"],
         evaluation=scored.outputs["results"],
     ).set_display_name("register")
+    promote(
+        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
+    ).set_display_name("promote")

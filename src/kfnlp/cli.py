@@ -94,6 +94,16 @@ STAGES = {
         ),
         "record the model as a new version in the model registry",
     ),
+    "promote": StageCommand(
+        "promote",
+        "kfnlp.promotion:PromoteConfig",
+        "kfnlp.stages.promote:promote_registered",
+        (
+            ("registered", "the JSON a register stage wrote (name and version)", True),
+            ("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)", False),
+        ),
+        "the promotion gate for a registered version (humans: kfnlp registry promote)",
+    ),
     "preprocess-ner": StageCommand(
         "preprocess_ner",
         "kfnlp.stages.preprocess_ner:NerPreprocessConfig",
@@ -201,6 +211,7 @@ STAGE_EXAMPLES = {
     "train_mlm": "max_steps=100",
     "evaluate": "batch_size=32",
     "register": "model_name=kfnlp-mlm-imdb",
+    "promote": "margin=0.01",
     "preprocess_ner": "max_sentences=500",
     "train_ner": "num_epochs=1",
     "evaluate_ner": "split=validation",
@@ -266,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         _add_config_flags(sp, STAGE_EXAMPLES[spec.section])
 
+    from kfnlp import registry_cli
+
+    registry_cli.add_parser(sub)
+
     predict = sub.add_parser("predict", help="use a model", description="Run a trained model on text.")
     predict_sub = predict.add_subparsers(dest="task", metavar="TASK", required=True)
     fm = predict_sub.add_parser(
@@ -273,7 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict the masked word",
         description="Top-k predictions for [MASK] in each text (written as [MASK] whatever the model's mask token is).",
     )
-    fm.add_argument("--model", required=True, help="model directory, kfnlp model artifact, Hub id or builtin:NAME")
+    fm.add_argument(
+        "--model",
+        required=True,
+        help="model directory, kfnlp model artifact, Hub id, builtin:NAME or models:/NAME@ALIAS",
+    )
     fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
     fm.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fm.add_argument("texts", nargs="+", metavar="TEXT", help="text containing [MASK]")
@@ -282,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="tag named entities",
         description="Named entities in each text, sub-tokens grouped into entities (aggregation_strategy simple).",
     )
-    ner.add_argument("--model", required=True, help="NER model directory, kfnlp model artifact or Hub id")
+    ner.add_argument(
+        "--model", required=True, help="NER model directory, kfnlp model artifact, Hub id or models:/NAME@champion"
+    )
     ner.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ner.add_argument("texts", nargs="+", metavar="TEXT", help="text to tag")
     return parser
@@ -415,7 +436,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_registry(args) -> int:
+    from kfnlp import registry_cli
+
+    return registry_cli.run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "registry": cmd_registry,
     "run": cmd_run,
     "stage": cmd_stage,
     "pipelines": cmd_pipelines,

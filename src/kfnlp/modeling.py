@@ -30,6 +30,10 @@ SAFE_LOAD = {"use_safetensors": True, "trust_remote_code": False}
 
 def model_dir(ref: str) -> str:
     """Resolve a model reference to something ``from_pretrained`` takes."""
+    if ref.startswith("models:/"):  # the model registry: models:/NAME/VERSION or models:/NAME@ALIAS
+        from kfnlp.registry import Registry
+
+        return str(Registry().download(ref))
     ref = resolve_model_ref(ref)
     path = Path(ref)
     if (path / MANIFEST).is_file():

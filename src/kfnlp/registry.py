@@ -57,7 +57,8 @@ class Registry:
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri or default_tracking_uri()
+        self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        self.display_uri = redact_uri(self.uri)
         self._mlflow = mlflow
         try:
             mlflow.set_tracking_uri(self.uri)
@@ -100,7 +101,10 @@ class Registry:
             try:
                 self.client.get_registered_model(name)
             except MlflowException:
-                self.client.create_registered_model(name, tags={"kfnlp.task": tags.get("kfnlp.task", "")})
+                try:
+                    self.client.create_registered_model(name, tags={"kfnlp.task": tags.get("kfnlp.task", "")})
+                except MlflowException:  # created meanwhile by a concurrent run
+                    self.client.get_registered_model(name)
             version = self.client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
         except MlflowException as exc:
             raise RegistryError(f"registry {redact_uri(self.uri)}: {exc.message}") from None
@@ -123,3 +127,61 @@ class Registry:
             raise RegistryError(
                 f"registry {redact_uri(self.uri)}: no version {version} of model {name!r} ({exc.message})"
             ) from None
+
+    def get_model(self, name: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as exc:
+            raise RegistryError(f"registry {self.display_uri}: no model {name!r} ({exc.message})") from None
+
+    def versions(self, name: str) -> list:
+        """Every version of ``name``, oldest first."""
+        self.get_model(name)
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted(found, key=lambda v: int(v.version))
+
+    def models(self) -> list:
+        return sorted(self.client.search_registered_models(), key=lambda m: m.name)
+
+    def resolve(self, uri: str):
+        """The version a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` URI names."""
+        from mlflow.exceptions import MlflowException
+
+        ref = uri[len("models:/") :]
+        name, at, alias = ref.partition("@")
+        if at:
+            try:
+                return self.client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                self.get_model(name)
+                raise RegistryError(f"registry {self.display_uri}: model {name!r} has no @{alias}") from None
+        name, _, version = ref.rpartition("/")
+        if not name or not version.isdigit():
+            raise RegistryError(f"{uri}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+        return self.get_version(name, int(version))
+
+    def download(self, uri: str) -> Path:
+        """A local copy of a registered model's files (cached by name and version)."""
+        version = self.resolve(uri)
+        target = kfnlp_home() / "cache" / "models" / version.name / str(version.version)
+        if (target / "config.json").is_file():
+            return target
+        import shutil
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+        try:
+            local = self._mlflow.artifacts.download_artifacts(
+                artifact_uri=version.source, dst_path=str(staging), tracking_uri=self.uri
+            )
+            if target.exists():  # a concurrent download finished first
+                return target
+            Path(local).rename(target)
+        except Exception as exc:
+            raise RegistryError(f"cannot download {uri} from {self.display_uri}: {exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
-from kfnlp.errors import ConfigError, PipelineError, StorageError
+from kfnlp.errors import ConfigError, KfnlpError, PipelineError, StorageError
 from kfnlp.kfp_runtime import ERROR_FILE, STATUS_KEY
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -58,6 +58,14 @@ def check_model_ref(ref: str, key: str = "model") -> None:
 
     if not ref or not ref.strip():
         raise ConfigError(f"{key}: empty model reference; expected a directory, a Hub id or builtin:NAME", key)
+    if ref.startswith("models:/"):
+        from kfnlp.registry import Registry
+
+        try:
+            Registry().resolve(ref)
+        except KfnlpError as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
+        return
     if ref.startswith(BUILTIN_PREFIX):
         try:
             location = Path(resolve_model_ref(ref))
@@ -238,6 +246,11 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                 comparison = json.loads((Path(uri) / "comparison.json").read_text(encoding="utf-8"))
                 metrics["comparison"] = {
                     k: comparison[k] for k in ("verdict", "winner", "f1_delta", "ner", "perplexity")
+                }
+            elif name == "decision" and Path(uri).is_file():
+                decision = json.loads(Path(uri).read_text(encoding="utf-8"))
+                metrics["promotion"] = {
+                    k: decision.get(k) for k in ("outcome", "reason", "champion_before", "champion_after")
                 }
             elif name == "registered" and Path(uri).is_file():
                 reg = json.loads(Path(uri).read_text(encoding="utf-8"))

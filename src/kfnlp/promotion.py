@@ -1,0 +1,266 @@
+"""The promotion gate: which registered version is ``@champion``.
+
+A candidate replaces the champion only when it was evaluated on the same eval set
+(fingerprint), its primary metric is better by at least ``margin`` (perplexity lower,
+F1 higher) and no guard metric regresses beyond its tolerance. The first version of a
+model becomes champion. Every decision is recorded twice: on the version (its latest
+outcome) and in the model's decision trail (``kfnlp.decision.NNNN`` tags, in order).
+
+MLflow moves aliases last-writer-wins, so every decision runs under an exclusive lock
+per registry and model: a file lock, which serializes the processes of one host (the
+embedded store is one host by construction; for a server shared by several hosts run
+promotions from one place).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kfnlp.assets import kfnlp_home
+from kfnlp.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PREVIOUS = "previous-champion"
+LOWER_IS_BETTER = {"perplexity", "eval_loss"}
+TRAIL_PREFIX = "kfnlp.decision."
+EVAL_TAG = "kfnlp.eval_set_fingerprint"
+PRIMARY_TAG = "kfnlp.primary_metric"
+
+
+@dataclass
+class PromoteConfig:
+    enabled: bool = True  # pipelines run the gate right after register
+    margin: float = 0.0  # the primary metric must beat the champion's by at least this much (absolute)
+    guards: list[str] = field(default_factory=list)  # METRIC:TOLERANCE, e.g. recall:0.02: may be worse by that much
+
+    def __post_init__(self):
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        for guard in self.guards:
+            self.tolerance(guard)
+
+    @staticmethod
+    def tolerance(guard: str) -> tuple[str, float]:
+        metric, sep, value = guard.partition(":")
+        try:
+            if not sep or not metric.strip():
+                raise ValueError
+            tolerance = float(value)
+        except ValueError:
+            raise ValueError(f"guard {guard!r}: expected METRIC:TOLERANCE, e.g. recall:0.02") from None
+        if tolerance < 0:
+            raise ValueError(f"guard {guard!r}: the tolerance must be >= 0")
+        return metric.strip(), tolerance
+
+
+def better(metric: str, candidate: float, reference: float) -> float:
+    """How much better ``candidate`` is than ``reference`` (positive = better)."""
+    return reference - candidate if metric in LOWER_IS_BETTER else candidate - reference
+
+
+@contextlib.contextmanager
+def model_lock(tracking_uri: str, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Exclusive lock for decisions about one model in one registry."""
+    if tracking_uri.startswith("sqlite:///"):
+        where = Path(tracking_uri[len("sqlite:///") :]).parent / "locks"
+    else:
+        where = kfnlp_home() / "locks"
+    where.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{tracking_uri}\0{name}".encode()).hexdigest()[:24]
+    with open(where / f"{key}.lock", "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"model {name!r}: another promotion held the lock for {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class Decision:
+    model: str
+    version: int
+    outcome: str  # promoted, rejected, rollback
+    reason: str
+    champion_before: int | None
+    champion_after: int | None
+    primary_metric: str | None = None
+    candidate: dict[str, float] = field(default_factory=dict)
+    champion: dict[str, float] = field(default_factory=dict)
+    forced: bool = False
+    by: str = ""
+    time: str = ""
+    sequence: int = 0
+
+    def line(self) -> str:
+        head = f"{self.model} v{self.version}: {self.outcome}"
+        return f"{head} ({self.reason})" + (" [forced]" if self.forced else "")
+
+
+def _alias_version(client, name: str, alias: str) -> int | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _metrics(client, version) -> dict[str, float]:
+    return dict(client.get_run(version.run_id).data.metrics) if version.run_id else {}
+
+
+def evaluate_gate(
+    candidate, champion, cand_metrics: dict, champ_metrics: dict, gate: PromoteConfig
+) -> tuple[bool, str]:
+    """(accept, reason) for a candidate against the champion; pure, for tests."""
+    cand_eval, champ_eval = candidate.tags.get(EVAL_TAG), champion.tags.get(EVAL_TAG)
+    if not cand_eval or cand_eval != champ_eval:
+        return False, (
+            f"evaluated on another eval set ({(cand_eval or 'none')[:12]} vs the champion's {(champ_eval or 'none')[:12]}); "
+            "only like-for-like scores are compared"
+        )
+    metric = candidate.tags.get(PRIMARY_TAG)
+    if not metric or metric != champion.tags.get(PRIMARY_TAG):
+        return False, f"primary metric {metric!r} differs from the champion's {champion.tags.get(PRIMARY_TAG)!r}"
+    if metric not in cand_metrics or metric not in champ_metrics:
+        return False, f"{metric} missing on the candidate or the champion"
+    gain = better(metric, cand_metrics[metric], champ_metrics[metric])
+    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    if gain < gate.margin or gain <= 0:
+        return False, (
+            f"{metric} {cand_metrics[metric]:.6g} vs champion {champ_metrics[metric]:.6g}: "
+            f"not {direction} by at least {gate.margin:g}"
+        )
+    for guard in gate.guards:
+        name, tolerance = PromoteConfig.tolerance(guard)
+        if name not in cand_metrics or name not in champ_metrics:
+            return False, f"guard metric {name} missing on the candidate or the champion"
+        if better(name, cand_metrics[name], champ_metrics[name]) < -tolerance:
+            return False, (
+                f"guard {name} regressed: {cand_metrics[name]:.6g} vs champion {champ_metrics[name]:.6g} "
+                f"(tolerance {tolerance:g})"
+            )
+    return (
+        True,
+        f"{metric} {cand_metrics[metric]:.6g} vs champion {champ_metrics[metric]:.6g} ({direction} by {abs(gain):.4g})",
+    )
+
+
+def _record(registry, decision: Decision) -> Decision:
+    """Append to the model's decision trail and tag the version with its latest outcome."""
+    client = registry.client
+    model = client.get_registered_model(decision.model)
+    numbers = [
+        int(k[len(TRAIL_PREFIX) :])
+        for k in model.tags
+        if k.startswith(TRAIL_PREFIX) and k[len(TRAIL_PREFIX) :].isdigit()
+    ]
+    decision.sequence = max(numbers, default=0) + 1
+    decision.time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    payload = json.dumps(asdict(decision), sort_keys=True)
+    client.set_registered_model_tag(decision.model, f"{TRAIL_PREFIX}{decision.sequence:04d}", payload)
+    client.set_model_version_tag(decision.model, str(decision.version), "kfnlp.decision", decision.outcome)
+    client.set_model_version_tag(decision.model, str(decision.version), "kfnlp.decision.reason", decision.reason)
+    client.set_model_version_tag(
+        decision.model, str(decision.version), "kfnlp.decision.forced", str(decision.forced).lower()
+    )
+    return decision
+
+
+def _actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "unknown"
+
+
+def promote(registry, name: str, version: int, gate: PromoteConfig, force: bool = False) -> Decision:
+    """Run the gate for ``name`` version ``version``; move the aliases if it passes."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with model_lock(registry.uri, name):
+            candidate = registry.get_version(name, version)
+            champion_version = _alias_version(registry.client, name, CHAMPION)
+            cand_metrics = _metrics(registry.client, candidate)
+            metric = candidate.tags.get(PRIMARY_TAG)
+            decision = Decision(name, version, "rejected", "", champion_version, champion_version, metric, by=_actor())
+            decision.candidate = cand_metrics
+            if champion_version == version:
+                decision.outcome, decision.reason = "unchanged", "already the champion"
+                return _record(registry, decision)
+            if champion_version is None:
+                accept, reason = True, "first champion of this model"
+            else:
+                champion = registry.get_version(name, champion_version)
+                decision.champion = _metrics(registry.client, champion)
+                accept, reason = evaluate_gate(candidate, champion, cand_metrics, decision.champion, gate)
+            if not accept and force:
+                accept, reason, decision.forced = True, f"forced despite: {reason}", True
+            decision.reason = reason
+            if accept:
+                if champion_version is not None:
+                    registry.client.set_registered_model_alias(name, PREVIOUS, str(champion_version))
+                registry.client.set_registered_model_alias(name, CHAMPION, str(version))
+                decision.outcome, decision.champion_after = "promoted", version
+            return _record(registry, decision)
+    except MlflowException as exc:
+        raise RegistryError(f"registry {registry.display_uri}: {exc.message}") from None
+
+
+def rollback(registry, name: str) -> Decision:
+    """Make ``@previous-champion`` the champion again (and the current one the previous)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with model_lock(registry.uri, name):
+            registry.get_model(name)
+            champion = _alias_version(registry.client, name, CHAMPION)
+            previous = _alias_version(registry.client, name, PREVIOUS)
+            if previous is None:
+                raise RegistryError(f"model {name!r} has no @{PREVIOUS} to roll back to")
+            registry.client.set_registered_model_alias(name, CHAMPION, str(previous))
+            if champion is not None:
+                registry.client.set_registered_model_alias(name, PREVIOUS, str(champion))
+            decision = Decision(
+                name,
+                previous,
+                "rollback",
+                f"champion v{champion} rolled back to v{previous}",
+                champion,
+                previous,
+                by=_actor(),
+            )
+            return _record(registry, decision)
+    except MlflowException as exc:
+        raise RegistryError(f"registry {registry.display_uri}: {exc.message}") from None
+
+
+def decisions(registry, name: str) -> list[dict]:
+    """The model's decision trail, oldest first."""
+    model = registry.get_model(name)
+    trail = [
+        json.loads(v) for k, v in model.tags.items() if k.startswith(TRAIL_PREFIX) and k[len(TRAIL_PREFIX) :].isdigit()
+    ]
+    return sorted(trail, key=lambda d: d["sequence"])

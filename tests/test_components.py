@@ -30,6 +30,7 @@ STAGES = [
     "train_ner",
     "evaluate_ner",
     "compare",
+    "promote",
 ]
 MAX_BODY_STATEMENTS = 15
 ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "Markdown", "HTML"}
@@ -181,7 +182,7 @@ def test_every_component_has_metadata_and_readme():
 
 # (d) pipelines compile to strict, well-formed specs --------------------------------------------
 
-EXPECTED_TASKS = {"preprocess", "mask-eval", "train-mlm", "evaluate-base", "evaluate-adapted", "register"}
+EXPECTED_TASKS = {"preprocess", "mask-eval", "train-mlm", "evaluate-base", "evaluate-adapted", "register", "promote"}
 
 
 def strict_documents(path: Path) -> pipeline_spec_pb2.PipelineSpec:
@@ -269,7 +270,7 @@ class Dag:
         return self.tasks[name].inputs.parameters[parameter].runtime_value.constant.string_value
 
 
-NER_TASKS = {"preprocess-ner", "train-ner", "evaluate-ner", "register"}
+NER_TASKS = {"preprocess-ner", "train-ner", "evaluate-ner", "register", "promote"}
 ADAPT_THEN_NER_TASKS = {
     "preprocess-ner",
     "preprocess",
@@ -283,6 +284,7 @@ ADAPT_THEN_NER_TASKS = {
     "evaluate-ner-adapted",
     "compare",
     "register",
+    "promote",
 }
 
 
@@ -390,3 +392,17 @@ def test_compiled_yaml_contains_no_secrets_from_the_environment(tmp_path):
         for name, value in FAKE_SECRETS.items():
             assert value not in text, f"{path.name}: the value of ${name} leaked into the compiled pipeline"
             assert name not in text, f"{path.name}: mentions {name}"
+
+
+def test_every_pipeline_ends_with_the_promotion_gate(compiled):
+    """promote reads register's output, so it always runs after register, with the same registry config."""
+    entry, path = compiled
+    spec = strict_documents(path)
+    tasks = spec.root.dag.tasks
+    by_name = {task.task_info.name: (key, task) for key, task in tasks.items()}
+    key, promote_task = by_name["promote"]
+    ref = promote_task.inputs.artifacts["registered"].task_output_artifact
+    assert (ref.producer_task, ref.output_artifact_key) == (by_name["register"][0], "registered")
+    params = promote_task.inputs.parameters
+    assert params["register_config"].component_input_parameter == "register_config"
+    assert params["config"].component_input_parameter == "promote_config"

@@ -41,9 +41,9 @@ def test_summary_lists_every_stage_with_status_time_and_artifacts(finished_run):
     names = [s["name"] for s in summary["stages"]]
     # in execution order; kfp.local may run evaluate-base anywhere after mask-eval
     assert sorted(names) == sorted(
-        ["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register"]
+        ["preprocess", "mask-eval", "evaluate-base", "train-mlm", "evaluate-adapted", "register", "promote"]
     )
-    assert names[:2] == ["preprocess", "mask-eval"] and names[-1] == "register"
+    assert names[:2] == ["preprocess", "mask-eval"] and names[-2:] == ["register", "promote"]
     assert names.index("train-mlm") < names.index("evaluate-adapted")
     assert all(s["status"] == "succeeded" and s["wall_time_s"] > 0 for s in summary["stages"])
     assert summary["parameters"]["train_mlm"]["max_steps"] == 40

@@ -56,7 +56,8 @@ def test_ner_pipeline_trains_scores_and_registers(ner_run):
     out, summary, result = ner_run
     assert summary["pipeline"] == "ner" and summary["status"] == "succeeded"
     names = [s["name"] for s in summary["stages"]]
-    assert names == ["preprocess-ner", "train-ner", "evaluate-ner", "register"]
+    assert names == ["preprocess-ner", "train-ner", "evaluate-ner", "register", "promote"]
+    assert summary["metrics"]["promotion"]["outcome"] == "promoted"  # the first version of a fresh registry
     metrics = summary["metrics"]["ner"]
     assert 0 <= metrics["f1"] <= 1 and metrics["entities"] > 0
     assert summary["artifacts"]["registry"]["name"] == "kfnlp-ner-wnut16"
@@ -97,6 +98,7 @@ def test_adapt_then_ner_compares_base_and_adapted_on_the_same_split(adapt_run):
             "evaluate-ner-adapted",
             "compare",
             "register",
+            "promote",
         ]
     )
     assert names.index("train-mlm") < names.index("train-ner-adapted") < names.index("evaluate-ner-adapted")

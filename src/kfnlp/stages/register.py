@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -145,6 +146,8 @@ def register(
         "kfnlp.eval_set_fingerprint": result.get("eval_set_fingerprint") or result.get("dataset_fingerprint"),
         "kfnlp.code_version": code_version(),
         "kfnlp.pipeline_run": run_name,
+        # the runtime image, where the deployment says which one it is (KFNLP_IMAGE)
+        "kfnlp.image": os.environ.get("KFNLP_IMAGE") or "local (no image)",
         "kfnlp.primary_metric": primary,
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -147,7 +147,7 @@ def evaluate_gate(
         return False, f"{metric} missing on the candidate or the champion"
     gain = better(metric, cand_metrics[metric], champ_metrics[metric])
     direction = "lower" if metric in LOWER_IS_BETTER else "higher"
-    if gain < gate.margin or gain <= 0:
+    if gain <= 0 or gain < gate.margin - 1e-9:  # 1e-9: 0.9 - 0.8 is 0.0999... in binary
         return False, (
             f"{metric} {cand_metrics[metric]:.6g} vs champion {champ_metrics[metric]:.6g}: "
             f"not {direction} by at least {gate.margin:g}"

@@ -51,27 +51,105 @@ def safe_tags(tags: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _unreachable(exc: BaseException) -> str | None:
+    """Why the server could not be reached, when that is what ``exc`` is about."""
+    import requests
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # MLflow wraps the requests error (raise ... from, or raise inside except)
+        if seen is None:
+            break
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            errno = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", str(seen))
+            if errno:
+                return errno.group(1).strip().lower()
+            return "timed out" if isinstance(seen, requests.exceptions.Timeout) else "no connection"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def registry_error(exc: BaseException, uri: str) -> RegistryError:
+    """A one-line RegistryError for an MLflow failure, without credentials."""
+    why = _unreachable(exc)
+    if why:
+        return RegistryError(
+            f"cannot reach the registry at {redact_uri(uri)}: {why} "
+            "(is the server running? check --tracking-uri or $MLFLOW_TRACKING_URI)"
+        )
+    return RegistryError(f"registry {redact_uri(uri)}: {redact_uri(getattr(exc, 'message', None) or str(exc))}")
+
+
+class _Client:
+    """An MlflowClient whose calls fail with a clear RegistryError when the server cannot be reached
+    (other MlflowExceptions, e.g. not found, pass through unchanged)."""
+
+    def __init__(self, client, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return attr(*args, **kwargs)
+            except MlflowException as exc:
+                if _unreachable(exc):
+                    raise registry_error(exc, self._uri) from None
+                raise
+
+        return call
+
+
 class Registry:
     def __init__(self, tracking_uri: str | None = None):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow prints each run's URL to stdout, with any user:password@ of the tracking URI in it.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # An unreachable server fails in seconds, not after MLflow's default 7 retries (~4 minutes).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         self.display_uri = redact_uri(self.uri)
         self._mlflow = mlflow
+        if self.uri.startswith(("http://", "https://")) and not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # retry chatter
+        # set_tracking_uri/set_registry_uri also export MLFLOW_*_URI to os.environ; a later
+        # Registry() in this process (or a child) would take that for the user's choice
+        # and keep using this store whatever KFNLP_HOME says by then. Keep the user's values.
+        exported = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         try:
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_registry_uri(self.uri)
-            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            self.client = _Client(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri), self.uri)
         except Exception as exc:  # MLflow raises many types for a bad URI
             raise RegistryError(f"cannot open the registry at {redact_uri(self.uri)}: {exc}") from None
+        finally:
+            for key, value in exported.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(EXPERIMENT)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(self.uri))
+        try:
+            return self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(self.uri))
+        except MlflowException:  # created meanwhile by a concurrent register
+            found = self.client.get_experiment_by_name(EXPERIMENT)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def register(
         self,
@@ -107,7 +185,7 @@ class Registry:
                     self.client.get_registered_model(name)
             version = self.client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
         except MlflowException as exc:
-            raise RegistryError(f"registry {redact_uri(self.uri)}: {exc.message}") from None
+            raise registry_error(exc, self.uri) from None
         log.info("registered %s version %s", name, version.version)
         return {
             "name": name,
@@ -181,7 +259,9 @@ class Registry:
                 return target
             Path(local).rename(target)
         except Exception as exc:
-            raise RegistryError(f"cannot download {uri} from {self.display_uri}: {exc}") from None
+            if _unreachable(exc):
+                raise registry_error(exc, self.uri) from None
+            raise RegistryError(f"cannot download {uri} from {self.display_uri}: {redact_uri(str(exc))}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target

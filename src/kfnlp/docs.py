@@ -279,7 +279,12 @@ def targets(root: Path) -> dict[Path, Callable[[], str]]:
     """Every generated document under the repository ``root`` and what renders it."""
     import yaml
 
-    out: dict[Path, Callable[[], str]] = {root / "docs" / "configuration.md": render_reference}
+    from kfnlp import cluster
+
+    out: dict[Path, Callable[[], str]] = {
+        root / "docs" / "configuration.md": render_reference,
+        root / "docs" / "cluster.md": cluster.render_reference,
+    }
     for meta_file in sorted((root / "components").glob("*/metadata.yaml")):
         config_ref = yaml.safe_load(meta_file.read_text(encoding="utf-8"))["stage"]["config"]
         out[meta_file.parent / "README.md"] = functools.partial(render_stage_config, config_ref)

@@ -48,3 +48,10 @@ class PipelineError(KfnlpError):
     """A pipeline stage failed."""
 
     exit_code = 6
+
+
+class SubmitError(KfnlpError):
+    """The Kubeflow Pipelines API cannot be reached, refused a request, or a run did
+    not finish within the time allowed."""
+
+    exit_code = 7

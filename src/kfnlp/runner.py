@@ -30,14 +30,16 @@ STAGE_PREFIX = "kfnlp | "
 
 
 def load_config(entry, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """Embedded defaults <- config file <- --set overrides, validated once."""
+    """Embedded defaults <- config file <- --set overrides, validated once. A file's
+    ``cluster:`` section is for ``kfnlp compile``/``submit`` and is ignored here."""
     data = read_yaml(entry.defaults_file)
     if config_file:
         try:
-            data = deep_merge(data, read_yaml(config_file))
+            data = deep_merge(data, {k: v for k, v in read_yaml(config_file).items() if k != "cluster"})
             build(entry.config_type, data)
         except ConfigError as exc:
             raise blame_file(exc, config_file) from None
+    overrides = [item for item in overrides if not item.startswith("cluster.")]
     return build(entry.config_type, apply_overrides(data, overrides))
 
 

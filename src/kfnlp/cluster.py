@@ -1,0 +1,297 @@
+"""Cluster settings for ``kfnlp compile``: the ``cluster:`` section of a kfnlp config.
+
+They live apart from the pipeline's stage config because they describe where the
+pipeline runs (image, pods, secrets), not what it computes: the compiled stage
+parameters stay the same on every cluster, and pipeline configs stay valid for
+``kfnlp run --local``. Validation happens here, once, so a bad value is reported
+by its key before anything is compiled. Regenerate the table in docs/cluster.md
+with ``python -m kfnlp.docs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from kfnlp import __version__
+from kfnlp.config import build, deep_merge, to_dict
+from kfnlp.errors import ConfigError
+
+SECTION = "cluster"
+
+# Every stage (component name). Which secrets a stage gets follows from what it touches:
+# all stages move artifacts under the pipeline root (a KFP launcher configured with
+# `fromEnv` credentials reads them from the pod), some load models or tokenizers by
+# reference (the Hub), and two talk to the model registry.
+STAGE_NAMES = (
+    "preprocess",
+    "mask-eval",
+    "train-mlm",
+    "evaluate",
+    "register",
+    "promote",
+    "preprocess-ner",
+    "train-ner",
+    "evaluate-ner",
+    "compare",
+)
+HUB_STAGES = ("preprocess", "preprocess-ner", "train-mlm", "train-ner", "evaluate")
+REGISTRY_STAGES = ("register", "promote")
+
+# secret key -> env var; required keys must exist in the secret, optional ones may not
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+S3_OPTIONAL_KEYS = {"AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
+HF_KEYS = {"HF_TOKEN": "HF_TOKEN"}
+REGISTRY_OPTIONAL_KEYS = {
+    k: k
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+}
+
+PIPELINE_ROOT_SCHEMES = ("s3", "minio", "gs")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+# distribution/reference grammar; a tag or a sha256 digest is required (no implicit :latest)
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?P<tag>:[\w][\w.-]{{0,127}})?(?P<digest>@sha256:[0-9a-f]{{64}})?$"
+)
+CPU = re.compile(r"^(?:[0-9]*\.)?[0-9]+m?$")  # what kfp's set_cpu_* accept
+MEMORY = re.compile(r"^[0-9]+(?:E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")  # what kfp's set_memory_* accept
+DURATION = re.compile(r"^[0-9]+[smhd]$")
+SECRET_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
+LABEL_KEY = re.compile(r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+UNITS = {"": 1, "m": 1e-3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+UNITS.update({k + "i": 1024 ** "KMGTPE".index(k[0]) * 1024 for k in "KMGTPE"})
+
+
+RELEASE_IMAGE = f"ghcr.io/kfnlp/kfnlp:{__version__}"  # the components' image when $KFNLP_IMAGE is unset
+
+
+def default_image() -> str:
+    from kfnlp.components import IMAGE  # honours $KFNLP_IMAGE, like the components themselves
+
+    return IMAGE
+
+
+@dataclass
+class StageProfile:
+    """Pod settings for one kind of stage."""
+
+    cpu_request: str = "1"  # CPU cores reserved for the pod (e.g. 500m, 2); "" leaves it unset
+    cpu_limit: str = "4"  # CPU cores the pod may use at most; "" for no limit
+    memory_request: str = "4Gi"  # memory reserved for the pod (e.g. 512Mi, 8Gi); "" leaves it unset
+    memory_limit: str = "8Gi"  # memory the pod may use at most (includes /dev/shm); "" for no limit
+    gpus: int = 0  # GPUs per pod, of the type cluster.gpu_resource; 0 for none
+    node_selector: list[str] = field(default_factory=list)  # node labels the pod must match, as KEY=VALUE
+    tolerations: list[str] = field(default_factory=list)  # node taints the pod tolerates, as KEY[=VALUE][:EFFECT]
+    shm_size: str = ""  # size of a memory-backed emptyDir at /dev/shm (DataLoader workers need it); "" for none
+    retries: int = 0  # times KFP reruns a failed task (with the cluster.retry_backoff* delays)
+
+
+def _train_profile() -> StageProfile:
+    return StageProfile(
+        cpu_request="4",
+        cpu_limit="8",
+        memory_request="16Gi",
+        memory_limit="32Gi",
+        gpus=1,
+        tolerations=["nvidia.com/gpu:NoSchedule"],
+        shm_size="2Gi",
+        retries=2,
+    )
+
+
+@dataclass
+class ClusterConfig:
+    """Where and how the compiled pipeline runs on Kubernetes."""
+
+    image: str = field(
+        default_factory=default_image
+    )  # runtime image of every stage: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:DIGEST or both; default $KFNLP_IMAGE, else the release image
+    image_pull_secret: str = ""  # docker-registry secret for a private registry; "" for none
+    pipeline_root: str = "minio://mlpipeline/v2/artifacts"  # where KFP stores artifacts (s3://, minio:// or gs://BUCKET/PATH); "" for the KFP deployment's default
+    s3_secret: str = "kfnlp-s3"  # secret whose AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional: AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION) become env vars of every stage; "" for none
+    hf_token_secret: str = ""  # secret whose HF_TOKEN becomes env HF_TOKEN of stages that load from the Hub
+    registry_secret: str = ""  # secret with MLFLOW_TRACKING_URI/_USERNAME/_PASSWORD/_TOKEN (each optional) for register and promote; "" for none
+    gpu_resource: str = "nvidia.com/gpu"  # extended resource name of a GPU
+    train_stages: list[str] = field(
+        default_factory=lambda: ["train-mlm", "train-ner"]
+    )  # stages that use the train profile; all others use the data profile
+    cache_stages: list[str] = field(
+        default_factory=lambda: ["preprocess", "preprocess-ner", "mask-eval", "evaluate", "evaluate-ner", "compare"]
+    )  # stages KFP may serve from its cache (the cache key includes the image); training, register and promote always run
+    retry_backoff: str = "60s"  # wait before the first retry (s, m, h or d)
+    retry_backoff_factor: float = 2.0  # each further retry waits this many times longer
+    retry_backoff_max: str = "1h"  # retries stop this long after the first failure
+    data: StageProfile = field(default_factory=StageProfile)
+    train: StageProfile = field(default_factory=_train_profile)
+
+    def __post_init__(self):
+        check_image(self.image, f"{SECTION}.image")
+        check_pipeline_root(self.pipeline_root, f"{SECTION}.pipeline_root")
+        for name in ("image_pull_secret", "s3_secret", "hf_token_secret", "registry_secret"):
+            check_secret_name(getattr(self, name), f"{SECTION}.{name}")
+        if not self.gpu_resource.strip():
+            raise ConfigError(f"{SECTION}.gpu_resource: must not be empty", f"{SECTION}.gpu_resource")
+        for name in ("train_stages", "cache_stages"):
+            for stage in getattr(self, name):
+                if stage not in STAGE_NAMES:
+                    raise ConfigError(
+                        f"{SECTION}.{name}: unknown stage {stage!r}; stages: {', '.join(STAGE_NAMES)}",
+                        f"{SECTION}.{name}",
+                    )
+        for name in ("retry_backoff", "retry_backoff_max"):
+            if not DURATION.match(getattr(self, name)):
+                raise ConfigError(
+                    f"{SECTION}.{name}: expected a duration like 30s, 5m or 1h, got {getattr(self, name)!r}",
+                    f"{SECTION}.{name}",
+                )
+        if self.retry_backoff_factor < 1:
+            raise ConfigError(
+                f"{SECTION}.retry_backoff_factor: expected a number >= 1, got {self.retry_backoff_factor}",
+                f"{SECTION}.retry_backoff_factor",
+            )
+        check_profile(self.data, f"{SECTION}.data")
+        check_profile(self.train, f"{SECTION}.train")
+
+    def profile(self, stage: str) -> StageProfile:
+        return self.train if stage in self.train_stages else self.data
+
+
+def check_image(image: str, key: str) -> None:
+    match = IMAGE_REF.match(image)
+    if not match:
+        raise ConfigError(
+            f"{key}: {image!r} is not an image reference like REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST",
+            key,
+        )
+    if not match.group("tag") and not match.group("digest"):
+        raise ConfigError(f"{key}: {image!r} has no tag or digest; pin one (:TAG or @sha256:DIGEST)", key)
+
+
+def check_pipeline_root(root: str, key: str) -> None:
+    if not root:
+        return
+    parts = urlsplit(root)
+    if parts.scheme not in PIPELINE_ROOT_SCHEMES or not parts.netloc:
+        schemes = ", ".join(f"{s}://BUCKET/PATH" for s in PIPELINE_ROOT_SCHEMES)
+        raise ConfigError(f"{key}: expected {schemes} (or empty), got {root!r}", key)
+
+
+def check_secret_name(name: str, key: str) -> None:
+    if name and (len(name) > 253 or not SECRET_NAME.match(name)):
+        raise ConfigError(f"{key}: {name!r} is not a Kubernetes secret name (lowercase letters, digits, - and .)", key)
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes CPU or memory quantity as a number (for request <= limit)."""
+    number, unit = re.match(r"^([0-9.]+)(.*)$", text).groups()
+    return float(number) * UNITS[unit]
+
+
+def parse_toleration(text: str) -> dict[str, str]:
+    """``KEY[=VALUE][:EFFECT]`` -> add_toleration arguments (no value: operator Exists)."""
+    rest, _, effect = text.rpartition(":") if ":" in text else (text, "", "")
+    key, eq, value = rest.partition("=")
+    out = {"key": key, "operator": "Equal" if eq else "Exists"}
+    if eq:
+        out["value"] = value
+    if effect:
+        out["effect"] = effect
+    return out
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key, value
+
+
+def check_profile(p: StageProfile, where: str) -> None:
+    for name, pattern, example in (
+        ("cpu_request", CPU, "500m or 2"),
+        ("cpu_limit", CPU, "500m or 2"),
+        ("memory_request", MEMORY, "512Mi or 8Gi"),
+        ("memory_limit", MEMORY, "512Mi or 8Gi"),
+        ("shm_size", MEMORY, "1Gi"),
+    ):
+        value = getattr(p, name)
+        if value and not pattern.match(value):
+            raise ConfigError(f"{where}.{name}: expected a quantity like {example}, got {value!r}", f"{where}.{name}")
+    for kind in ("cpu", "memory"):
+        request, limit = getattr(p, f"{kind}_request"), getattr(p, f"{kind}_limit")
+        if request and limit and quantity(request) > quantity(limit):
+            key = f"{where}.{kind}_request"
+            raise ConfigError(f"{key}: {request} is more than {kind}_limit {limit}", key)
+    for name in ("gpus", "retries"):
+        if getattr(p, name) < 0:
+            key = f"{where}.{name}"
+            raise ConfigError(f"{key}: expected an integer >= 0, got {getattr(p, name)}", key)
+    for i, item in enumerate(p.node_selector):
+        key, value = parse_label(item)
+        if "=" not in item or not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+            raise ConfigError(
+                f"{where}.node_selector[{i}]: expected a node label as KEY=VALUE, got {item!r}",
+                f"{where}.node_selector",
+            )
+    for i, item in enumerate(p.tolerations):
+        t = parse_toleration(item)
+        bad_effect = "effect" in t and t["effect"] not in TAINT_EFFECTS
+        if not LABEL_KEY.match(t["key"]) or not LABEL_VALUE.match(t.get("value", "")) or bad_effect:
+            raise ConfigError(
+                f"{where}.tolerations[{i}]: expected KEY[=VALUE][:EFFECT] with EFFECT one of "
+                f"{', '.join(TAINT_EFFECTS)}, got {item!r}",
+                f"{where}.tolerations",
+            )
+
+
+def load_cluster(data: Any = None) -> ClusterConfig:
+    """The ``cluster:`` mapping over the defaults, validated. A profile section is merged
+    key by key over that profile's own defaults (``train: {gpus: 2}`` keeps the train
+    tolerations), which a plain dataclass build would replace with StageProfile's."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{SECTION}: expected a mapping of keys, got {data!r}", SECTION)
+    data = dict(data)
+    for name, factory in (("data", StageProfile), ("train", _train_profile)):
+        if isinstance(data.get(name), dict):
+            data[name] = deep_merge(to_dict(factory()), data[name])
+    return build(ClusterConfig, data, SECTION)
+
+
+# --- the reference table in docs/cluster.md --------------------------------------------------------
+
+
+def reference_rows() -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, help) for every leaf of ClusterConfig."""
+    from typing import get_type_hints
+
+    from kfnlp import docs
+
+    out = []
+
+    def walk(cls: type, value: Any, prefix: str) -> None:
+        hints, helps = get_type_hints(cls), docs.field_help(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], getattr(value, f.name), f"{prefix}{f.name}.")
+            else:
+                out.append((prefix + f.name, docs.type_name(hints[f.name]), getattr(value, f.name), helps[f.name]))
+
+    walk(ClusterConfig, ClusterConfig(image=RELEASE_IMAGE), f"{SECTION}.")
+    return out
+
+
+def render_reference() -> str:
+    from kfnlp import docs
+
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, type_name, default, help_text in reference_rows():
+        cells = (f"`{key}`", type_name, docs.value_text(default), help_text)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -372,3 +372,17 @@ def test_preflight_names_the_key(tmp_path):
         preflight(load_config(ENTRY, overrides=[f"preprocess.source={tmp_path}/missing.csv"]))
     with pytest.raises(ConfigError, match=r"^model: unknown builtin model builtin:bert"):
         preflight(load_config(ENTRY, overrides=["model=builtin:bert"]))
+
+
+def test_one_config_file_serves_run_and_compile(tmp_path):
+    """`kfnlp run --local` ignores the cluster: section that `kfnlp compile` reads."""
+    from kfnlp.compile import load_configs
+    from kfnlp.runner import load_config
+
+    path = tmp_path / "ner.yaml"
+    path.write_text("train_ner:\n  num_epochs: 1\ncluster:\n  train:\n    gpus: 2\n", encoding="utf-8")
+    entry = pipelines.get("ner")
+    config = load_config(entry, str(path), ["cluster.train.gpus=4"])
+    assert config.train_ner.num_epochs == 1
+    compiled_config, cluster = load_configs(entry, str(path), ["cluster.train.gpus=4"])
+    assert compiled_config == config and cluster.train.gpus == 4

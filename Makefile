@@ -12,6 +12,11 @@ STAMP := $(VENV)/.kfnlp-installed
 MLFLOW_SERVER_VENV ?= .venv-mlflow-server
 MLFLOW_SERVER_SPEC ?= mlflow==3.17.2
 MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
+# A separate venv for the S3-compatible server (ministack) the S3 storage tests start on loopback
+# (a test tool, like pytest): it pins botocore exactly, which would downgrade the project's boto3.
+S3_SERVER_VENV ?= .venv-s3-server
+S3_SERVER_SPEC ?= ministack==1.5.33
+S3_SERVER_STAMP := $(S3_SERVER_VENV)/.kfnlp-installed
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -20,7 +25,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server demo demo-ner demo-adapt test lint bench bench-ner bench-registry clean
+.PHONY: setup mlflow-server s3-server demo demo-ner demo-adapt test lint bench bench-ner bench-registry clean
 
 setup: $(STAMP)
 
@@ -38,6 +43,13 @@ $(MLFLOW_SERVER_STAMP): Makefile
 	$(MLFLOW_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(MLFLOW_SERVER_SPEC)"
 	@touch $(MLFLOW_SERVER_STAMP)
 
+s3-server: $(S3_SERVER_STAMP)
+
+$(S3_SERVER_STAMP): Makefile
+	@test -x $(S3_SERVER_VENV)/bin/python || $(PYTHON) -m venv $(S3_SERVER_VENV)
+	$(S3_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(S3_SERVER_SPEC)"
+	@touch $(S3_SERVER_STAMP)
+
 demo: setup
 	$(BIN)/kfnlp run mlm-adapt --local --output $(DEMO_OUTPUT)
 
@@ -49,8 +61,8 @@ demo-ner: setup
 demo-adapt: setup
 	$(BIN)/kfnlp run adapt-then-ner --local --output out/demo-adapt
 
-test: setup $(MLFLOW_SERVER_STAMP)
-	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP)
+	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src components pipelines tests benchmarks

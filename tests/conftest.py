@@ -77,3 +77,44 @@ def mlflow_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (ministack) on a free loopback port for the whole session
+    (started on first use, ~0.5 s): an ``S3Server`` whose ``.uri`` is the endpoint. Tests may
+    ``stop()``/``kill()`` and ``start()`` it again (same objects, same port). Without the server
+    venv the tests fail, never skip: CI must not pass without the S3 tests."""
+    from tests.s3_server import S3Server, ServerUnavailable
+
+    server = S3Server(tmp_path_factory.mktemp("s3-server"))
+    failure = None
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        failure = str(exc)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket on ``s3_server`` and the standard AWS environment (endpoint, fake root keys)
+    pointing at it, isolated from any AWS config on the machine. ``s3_bucket.uri("x")`` is
+    ``s3://<bucket>/x``. (ministack keeps only objects on disk: an empty bucket does not survive
+    a restart of the server.)"""
+    from tests.s3_server import S3Bucket
+
+    s3_server.start()  # a test before may have stopped it
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "KFNLP_S3_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return S3Bucket(s3_server, s3_server.create_bucket())

@@ -35,6 +35,8 @@ def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
     import torch
     from transformers import TrainingArguments
 
+    from kfnlp.distributed import ddp_backend
+
     return TrainingArguments(
         output_dir=output_dir,
         fp16=precision == "fp16",
@@ -43,6 +45,11 @@ def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
         report_to="none",
         push_to_hub=False,
         disable_tqdm=not sys.stderr.isatty(),
+        ddp_backend=ddp_backend(),  # gloo for CPU workers of a data-parallel run
+        # True multiplies each process's loss by the number of processes, expecting the model to
+        # divide by the global token count; models that take **kwargs but average their loss
+        # themselves (BertForTokenClassification, BertForMaskedLM) then train with N-times gradients
+        average_tokens_across_devices=False,
         **kwargs,
     )
 
@@ -79,13 +86,25 @@ def progress_callback(stage: str):
 
 
 def summarize(trainer, train_output, seconds: float) -> dict[str, Any]:
-    """The facts a user wants after training: steps, speed, losses."""
+    """The facts a user wants after training: steps, speed, losses, data parallelism."""
     history = trainer.state.log_history
     metrics = dict(train_output.metrics)
+    args = trainer.args
+    train_loss = metrics.get("train_loss")
+    if args.world_size > 1 and train_loss is not None:
+        # the Trainer adds each process's own losses since the last log line: average them
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([train_loss], dtype=torch.float64, device=args.device)
+        dist.all_reduce(value)
+        train_loss = value.item() / args.world_size
     return {
         "global_step": trainer.state.global_step,
+        "world_size": args.world_size,  # data-parallel processes
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "epochs": trainer.state.epoch,
-        "train_loss": metrics.get("train_loss"),
+        "train_loss": train_loss,
         "train_runtime_s": metrics.get("train_runtime"),
         "train_samples_per_second": metrics.get("train_samples_per_second"),
         "wall_time_s": seconds,

@@ -41,6 +41,7 @@ class TrainMlmConfig:
     save_total_limit: int = 2
     checkpoint_dir: str | None = None  # default: next to the output
     sparse_head: bool = True  # MLM head and loss only at masked positions (same loss, faster)
+    num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
     def __post_init__(self):
         if self.learning_rate <= 0:
@@ -53,6 +54,8 @@ class TrainMlmConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise ValueError("eval_strategy steps needs eval_steps")
+        if self.num_processes < 0:
+            raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
             raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
 
@@ -68,6 +71,20 @@ def check_same_vocabulary(tokenizer, manifest: dict, where: str) -> None:
 
 
 def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, base_model: str) -> dict:
+    """Adapt ``base_model`` to the ``dataset`` chunks; write a model artifact. With
+    ``config.num_processes`` > 1, train data-parallel in that many torchrun workers."""
+    from kfnlp import distributed
+
+    if distributed.should_launch(config.num_processes):
+        return distributed.launch(
+            "train_mlm",
+            config.num_processes,
+            dataset=dataset,
+            eval_set=eval_set,
+            output=output,
+            config=config,
+            base_model=base_model,
+        )
     import datasets
     from transformers import Trainer, set_seed
 
@@ -92,7 +109,8 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     evaluation = datasets.load_from_disk(str(Path(eval_set) / "data")).with_format("torch")
 
     probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]
-    collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed)
+    # each data-parallel worker draws its own masks
+    collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed + distributed.rank())
     checkpoints = config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints"
     precision = resolve_precision(config.mixed_precision)
     args = training_arguments(
@@ -129,6 +147,8 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     result = trainer.train()
     summary = summarize(trainer, result, time.monotonic() - started)
     summary.update(precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config))
+    if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
+        return {"training": summary}
 
     with write_artifact(output, kind="model") as out:
         # the artifact itself is a plain Hugging Face model directory

@@ -40,6 +40,7 @@ class TrainNerConfig:
     save_steps: int = 500
     save_total_limit: int = 1
     checkpoint_dir: str | None = None  # default: next to the output
+    num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
     def __post_init__(self):
         if self.learning_rate <= 0:
@@ -52,6 +53,8 @@ class TrainNerConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_strategy == "steps" and not self.eval_steps:
             raise ValueError("eval_strategy steps needs eval_steps")
+        if self.num_processes < 0:
+            raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
 
 
 def seqeval_metric(labels: list[str]):
@@ -74,7 +77,14 @@ def seqeval_metric(labels: list[str]):
 
 def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str) -> dict:
     """Fine-tune ``base_model`` (Hub id, path, builtin or a train-mlm artifact) on the
-    preprocess-ner ``dataset``; write a model artifact loadable by ``pipeline()``."""
+    preprocess-ner ``dataset``; write a model artifact loadable by ``pipeline()``. With
+    ``config.num_processes`` > 1, train data-parallel in that many torchrun workers."""
+    from kfnlp import distributed
+
+    if distributed.should_launch(config.num_processes):
+        return distributed.launch(
+            "train_ner", config.num_processes, dataset=dataset, output=output, config=config, base_model=base_model
+        )
     import datasets
     from transformers import DataCollatorForTokenClassification, Trainer, set_seed
 
@@ -143,6 +153,8 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     if evaluations:  # the recipe's sub-token scores on validation after the last evaluation
         summary["validation"] = {k[len("eval_") :]: v for k, v in evaluations[-1].items() if k.startswith("eval_")}
     summary.update(precision=precision, train_sentences=len(train), config=asdict(config))
+    if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
+        return {"training": summary}
 
     with write_artifact(output, kind="model") as out:
         # the artifact itself is a plain Hugging Face model directory

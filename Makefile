@@ -80,3 +80,9 @@ bench-registry: setup $(MLFLOW_SERVER_STAMP)
 
 clean:
 	rm -rf out .pytest_cache
+
+# the runtime image (images/README.md), through the Docker SDK against $DOCKER_HOST (Docker or a podman socket)
+IMAGE_ARGS ?=
+.PHONY: image
+image: setup
+	$(BIN)/kfnlp images build $(IMAGE_ARGS)

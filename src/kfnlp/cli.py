@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry_cli.add_parser(sub)
 
+    from kfnlp import images
+
+    images.add_parser(sub)
+
     from kfnlp import compile as compile_cmd
 
     compile_cmd.add_parser(sub, _add_config_flags)
@@ -462,6 +466,12 @@ def cmd_compile(args) -> int:
     return compile_cmd.run(args)
 
 
+def cmd_images(args) -> int:
+    from kfnlp import images
+
+    return images.run(args)
+
+
 def cmd_registry(args) -> int:
     from kfnlp import registry_cli
 
@@ -470,6 +480,7 @@ def cmd_registry(args) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "registry": cmd_registry,
+    "images": cmd_images,
     "run": cmd_run,
     "stage": cmd_stage,
     "pipelines": cmd_pipelines,

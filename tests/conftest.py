@@ -57,19 +57,13 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     )
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on a free loopback port for the whole session (started on
-    first use, 10-25 s): an ``MlflowServer`` whose ``.uri`` is the tracking URI. Tests may
-    ``stop()`` and ``start()`` it again (same store, same port). Without the server venv the
-    tests fail, never skip: CI must not pass without the server-mode tests."""
-    from tests.mlflow_server import MlflowServer, ServerUnavailable
-
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+def _serve(server, unavailable: type[Exception]):
+    """Start a loopback test server for the session; fail (never skip) when its venv is
+    missing: CI must not pass without the tests that need it."""
     failure = None
     try:
         server.start()
-    except ServerUnavailable as exc:
+    except unavailable as exc:
         failure = str(exc)
     if failure:
         pytest.fail(failure, pytrace=False)
@@ -77,28 +71,26 @@ def mlflow_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port for the whole session (started on
+    first use, 10-25 s): an ``MlflowServer`` whose ``.uri`` is the tracking URI. Tests may
+    ``stop()`` and ``start()`` it again (same store, same port)."""
+    from tests.mlflow_server import MlflowServer, ServerUnavailable
+
+    yield from _serve(MlflowServer(tmp_path_factory.mktemp("mlflow-server")), ServerUnavailable)
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3-compatible server (ministack) on a free loopback port for the whole session
     (started on first use, ~0.5 s): an ``S3Server`` whose ``.uri`` is the endpoint. Tests may
-    ``stop()``/``kill()`` and ``start()`` it again (same objects, same port). Without the server
-    venv the tests fail, never skip: CI must not pass without the S3 tests."""
+    ``stop()``/``kill()`` and ``start()`` it again (same objects, same port)."""
     from tests.s3_server import S3Server, ServerUnavailable
 
-    server = S3Server(tmp_path_factory.mktemp("s3-server"))
-    failure = None
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        failure = str(exc)
-    if failure:
-        pytest.fail(failure, pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(S3Server(tmp_path_factory.mktemp("s3-server")), ServerUnavailable)
 
 
 @pytest.fixture

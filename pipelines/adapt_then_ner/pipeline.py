@@ -16,10 +16,9 @@ from kfnlp.components.evaluate_ner.component import evaluate_ner
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.preprocess_ner.component import preprocess_ner
-from kfnlp.components.promote.component import promote
-from kfnlp.components.register.component import register
 from kfnlp.components.train_mlm.component import train_mlm
 from kfnlp.components.train_ner.component import train_ner
+from kfnlp.pipelines.wiring import register_and_promote
 
 
 @dsl.pipeline(
@@ -83,13 +82,10 @@ def adapt_then_ner(
         ner_base=scored_base.outputs["results"],
         ner_adapted=scored_adapted.outputs["results"],
     ).set_display_name("compare")
-    registered = register(
-        config=register_config,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        model=ner_adapted.outputs["model"],
-        evaluation=scored_adapted.outputs["results"],
-        baseline=scored_base.outputs["results"],
-    ).set_display_name("register")
-    promote(
-        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
-    ).set_display_name("promote")
+    register_and_promote(
+        register_config,
+        promote_config,
+        ner_adapted.outputs["model"],
+        scored_adapted.outputs["results"],
+        scored_base.outputs["results"],
+    )

@@ -9,9 +9,8 @@ from kfp import dsl
 from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
-from kfnlp.components.promote.component import promote
-from kfnlp.components.register.component import register
 from kfnlp.components.train_mlm.component import train_mlm
+from kfnlp.pipelines.wiring import register_and_promote
 
 
 @dsl.pipeline(name="mlm-adapt", description="Masked-LM domain adaptation with a stable perplexity before/after.")
@@ -41,13 +40,6 @@ def mlm_adapt(
     adapted = evaluate(
         config=evaluate_config, label="adapted", eval_set=masked.outputs["eval_set"], model=trained.outputs["model"]
     ).set_display_name("evaluate-adapted")
-    registered = register(
-        config=register_config,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        model=trained.outputs["model"],
-        evaluation=adapted.outputs["results"],
-        baseline=base.outputs["results"],
-    ).set_display_name("register")
-    promote(
-        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
-    ).set_display_name("promote")
+    register_and_promote(
+        register_config, promote_config, trained.outputs["model"], adapted.outputs["results"], base.outputs["results"]
+    )

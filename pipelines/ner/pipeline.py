@@ -7,9 +7,8 @@ from kfp import dsl
 
 from kfnlp.components.evaluate_ner.component import evaluate_ner
 from kfnlp.components.preprocess_ner.component import preprocess_ner
-from kfnlp.components.promote.component import promote
-from kfnlp.components.register.component import register
 from kfnlp.components.train_ner.component import train_ner
+from kfnlp.pipelines.wiring import register_and_promote
 
 
 @dsl.pipeline(name="ner", description="Named-entity recognition: fine-tune, score with seqeval, register.")
@@ -30,12 +29,4 @@ def ner(
     scored = evaluate_ner(
         config=evaluate_ner_config, label="ner", dataset=data.outputs["dataset"], model=trained.outputs["model"]
     ).set_display_name("evaluate-ner")
-    registered = register(
-        config=register_config,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        model=trained.outputs["model"],
-        evaluation=scored.outputs["results"],
-    ).set_display_name("register")
-    promote(
-        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
-    ).set_display_name("promote")
+    register_and_promote(register_config, promote_config, trained.outputs["model"], scored.outputs["results"])

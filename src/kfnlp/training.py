@@ -54,6 +54,43 @@ def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
     )
 
 
+def check_schedule(config) -> None:
+    """Checks of the fields every training config shares (ValueError naming the field)."""
+    if config.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if config.max_steps <= 0 and config.num_epochs <= 0:
+        raise ValueError("set num_epochs > 0 or max_steps > 0")
+    if not 0.0 <= config.warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+    if config.eval_strategy == "steps" and not config.eval_steps:
+        raise ValueError("eval_strategy steps needs eval_steps")
+    if config.num_processes < 0:
+        raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {config.num_processes}")
+
+
+def schedule_arguments(config, output: str) -> dict[str, Any]:
+    """TrainingArguments keywords for the fields every training config shares."""
+    return {
+        "output_dir": config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints",
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.eval_batch_size or config.batch_size,
+        "num_train_epochs": config.num_epochs,
+        "max_steps": config.max_steps,
+        "warmup_steps": config.warmup_ratio,  # a float < 1 is a share of the steps in transformers 5
+        "eval_steps": config.eval_steps,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+    }
+
+
 def progress_callback(stage: str):
     """A TrainerCallback that logs one line per logging step: readable in pipeline logs
     where tqdm bars (carriage returns) are not."""

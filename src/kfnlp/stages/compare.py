@@ -172,8 +172,3 @@ def compare(
         (out.path / "report.html").write_text(comparison_html(result), encoding="utf-8")
         out.info.update(task="comparison", verdict=result["verdict"], winner=result["winner"])
     return result
-
-
-def load_comparison(path: str) -> dict:
-    read_manifest(path, kind="comparison")
-    return json.loads((Path(path) / "comparison.json").read_text(encoding="utf-8"))

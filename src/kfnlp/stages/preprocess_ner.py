@@ -58,11 +58,15 @@ class NerPreprocessConfig:
             raise ValueError(f"max_sentences must be >= 1, got {self.max_sentences}")
 
 
-def dedupe(sentences: list[Sentence]) -> tuple[list[Sentence], int]:
-    """First occurrence of each (tokens, tags) sentence."""
-    seen, kept = set(), []
+def sentence_key(s: Sentence) -> tuple:
+    return tuple(s.tokens), tuple(s.tags)
+
+
+def dedupe(sentences: list[Sentence], seen: set | None = None) -> tuple[list[Sentence], int]:
+    """First occurrence of each (tokens, tags) sentence not already in ``seen`` (which grows)."""
+    seen, kept = set() if seen is None else seen, []
     for s in sentences:
-        key = (tuple(s.tokens), tuple(s.tags))
+        key = sentence_key(s)
         if key not in seen:
             seen.add(key)
             kept.append(s)
@@ -118,13 +122,11 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
     splits = split_sentences(source.splits, config)
     if config.dedupe:
         # a sentence both trained on and tested on inflates the score
-        train_keys = {(tuple(s.tokens), tuple(s.tags)) for s in splits["train"]}
+        train_keys = {sentence_key(s) for s in splits["train"]}
         for name in ("validation", "test"):
             if name in splits:
-                before = len(splits[name])
-                splits[name] = [s for s in splits[name] if (tuple(s.tokens), tuple(s.tags)) not in train_keys]
-                splits[name] = dedupe(splits[name])[0]
-                counts.setdefault(name, {})["dropped_overlap_with_train"] = before - len(splits[name])
+                splits[name], dropped = dedupe(splits[name], set(train_keys))
+                counts.setdefault(name, {})["dropped_overlap_with_train"] = dropped
     splits = {name: _downsample(sents, config.max_sentences, config.seed) for name, sents in splits.items() if sents}
 
     labels = list(config.labels) if config.labels else source.labels

@@ -14,6 +14,7 @@ import numpy as np
 from kfnlp.errors import InputError
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, Strategy
 from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.training import check_schedule
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,7 @@ class TrainMlmConfig:
     num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            raise ValueError("set num_epochs > 0 or max_steps > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.eval_strategy == "steps" and not self.eval_steps:
-            raise ValueError("eval_strategy steps needs eval_steps")
-        if self.num_processes < 0:
-            raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
+        check_schedule(self)
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
             raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
 
@@ -90,7 +80,7 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
 
     from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
     from kfnlp.stages.mask_eval import mask_spec
-    from kfnlp.training import progress_callback, resolve_precision, summarize, training_arguments
+    from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
 
     started = time.monotonic()
     data_manifest = read_manifest(dataset, kind="dataset")
@@ -111,28 +101,15 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]
     # each data-parallel worker draws its own masks
     collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed + distributed.rank())
-    checkpoints = config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints"
     precision = resolve_precision(config.mixed_precision)
     args = training_arguments(
-        checkpoints,
         precision=precision,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
         eval_strategy=config.eval_strategy,
-        eval_steps=config.eval_steps,
-        logging_steps=config.logging_steps,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
         remove_unused_columns=False,  # word_ids must reach the whole-word collator
         prediction_loss_only=True,
         dataloader_drop_last=False,
+        **schedule_arguments(config, output),
     )
     trainer = Trainer(
         model=model,

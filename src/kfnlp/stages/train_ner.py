@@ -14,6 +14,7 @@ import numpy as np
 from kfnlp.data.chunking import IGNORE_INDEX
 from kfnlp.errors import InputError
 from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.training import check_schedule
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,7 @@ class TrainNerConfig:
     num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch_size and eval_batch_size must be >= 1")
-        if self.max_steps <= 0 and self.num_epochs <= 0:
-            raise ValueError("set num_epochs > 0 or max_steps > 0")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.eval_strategy == "steps" and not self.eval_steps:
-            raise ValueError("eval_strategy steps needs eval_steps")
-        if self.num_processes < 0:
-            raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
+        check_schedule(self)
 
 
 def seqeval_metric(labels: list[str]):
@@ -91,7 +81,7 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     from kfnlp.modeling import load_token_classifier, load_tokenizer
     from kfnlp.stages.preprocess_ner import LABELS_FILE, load_labels
     from kfnlp.stages.train_mlm import check_same_vocabulary
-    from kfnlp.training import progress_callback, resolve_precision, summarize, training_arguments
+    from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
 
     started = time.monotonic()
     manifest = read_manifest(dataset, kind="dataset")
@@ -118,23 +108,11 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     precision = resolve_precision(config.mixed_precision)
     collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
     args = training_arguments(
-        config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints",
         precision=precision,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy=config.eval_strategy if evaluating else "no",
-        eval_steps=config.eval_steps,
-        logging_steps=config.logging_steps,
         save_strategy=config.save_strategy,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
+        **schedule_arguments(config, output),
     )
     trainer = Trainer(
         model=model,

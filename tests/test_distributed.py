@@ -69,8 +69,14 @@ def test_two_processes_train_with_global_batch_and_rank_zero_writes(two_process_
 
 
 def test_same_seed_two_process_runs_give_identical_weights(two_process_run, tiny_dataset, tiny_eval_set, tmp_path):
+    """The second run also checkpoints every 4 steps (both workers' RNG states, committed by rank 0):
+    saving changes nothing in the result."""
     first, manifest = two_process_run
-    second = train_mlm(str(tiny_dataset), str(tiny_eval_set), str(tmp_path / "again"), config(tmp_path), MODEL)
+    cfg = config(tmp_path, save_steps=4)
+    second = train_mlm(str(tiny_dataset), str(tiny_eval_set), str(tmp_path / "again"), cfg, MODEL)
+    # steps 4, 8 and 12 of 13; not the Trainer's save at the end, which the final model makes redundant
+    assert second["training"]["checkpoints_saved"] == 3
+    assert not list((tmp_path / "checkpoints").glob("*/step-*"))  # cleared once the model was stored
     assert second["training"]["train_loss"] == manifest["training"]["train_loss"]
     a, b = weights(first), weights(tmp_path / "again")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -16,14 +16,13 @@ def compare(
     html: Output[HTML],
 ):
     """Base versus adapted encoder: perplexity before/after and NER F1 (overall, per entity, bootstrap interval)."""
-    import shutil
-
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import copy_file, destination, source, stage_guard
     from kfnlp.stages.compare import CompareConfig, compare
 
     with stage_guard("compare", comparison):
         cfg = from_json(CompareConfig, config, "compare")
-        compare(mlm_base.path, mlm_adapted.path, ner_base.path, ner_adapted.path, comparison.path, cfg)
-        shutil.copyfile(f"{comparison.path}/report.md", report.path)
-        shutil.copyfile(f"{comparison.path}/report.html", html.path)
+        out = destination(comparison)
+        compare(source(mlm_base), source(mlm_adapted), source(ner_base), source(ner_adapted), out, cfg)
+        copy_file(out, "report.md", report.path)
+        copy_file(out, "report.html", html.path)

@@ -19,14 +19,13 @@ def evaluate(
 ):
     """Perplexity on the once-masked eval set, plus fill-mask examples, for a model
     artifact or (``model_ref``) a Hub id, path or builtin model."""
-    import shutil
-
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import log_metrics, stage_guard
+    from kfnlp.kfp_runtime import copy_file, destination, log_metrics, source, stage_guard
     from kfnlp.stages.evaluate import EvaluateConfig, evaluate_mlm
 
     with stage_guard("evaluate", results):
-        source = model.path if model is not None else model_ref
-        result = evaluate_mlm(source, eval_set.path, results.path, from_json(EvaluateConfig, config, "evaluate"), label)
+        cfg = from_json(EvaluateConfig, config, "evaluate")
+        out = destination(results)
+        result = evaluate_mlm(source(model) if model is not None else model_ref, source(eval_set), out, cfg, label)
         log_metrics(metrics, result["metrics"])
-        shutil.copyfile(f"{results.path}/report.md", report.path)
+        copy_file(out, "report.md", report.path)

@@ -15,15 +15,13 @@ def evaluate_ner(
     report: Output[Markdown],
 ):
     """Word-level seqeval precision/recall/F1 of an NER model on a held-out split, with predictions and a report."""
-    import shutil
-
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import log_metrics, stage_guard
+    from kfnlp.kfp_runtime import copy_file, destination, log_metrics, source, stage_guard
     from kfnlp.stages.evaluate_ner import EvaluateNerConfig, evaluate_ner
 
     with stage_guard("evaluate-ner", results):
-        result = evaluate_ner(
-            model.path, dataset.path, results.path, from_json(EvaluateNerConfig, config, "evaluate_ner"), label
-        )
+        cfg = from_json(EvaluateNerConfig, config, "evaluate_ner")
+        out = destination(results)
+        result = evaluate_ner(source(model), source(dataset), out, cfg, label)
         log_metrics(metrics, result["metrics"])
-        shutil.copyfile(f"{results.path}/report.md", report.path)
+        copy_file(out, "report.md", report.path)

@@ -8,8 +8,8 @@ from kfnlp.components import IMAGE
 def mask_eval(config: str, dataset: Input[Dataset], eval_set: Output[Dataset]):
     """Mask the held-out split once with a fixed seed: a stable perplexity benchmark."""
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import destination, source, stage_guard
     from kfnlp.stages.mask_eval import MaskEvalConfig, mask_eval
 
     with stage_guard("mask-eval", eval_set):
-        mask_eval(dataset.path, eval_set.path, from_json(MaskEvalConfig, config, "mask_eval"))
+        mask_eval(source(dataset), destination(eval_set), from_json(MaskEvalConfig, config, "mask_eval"))

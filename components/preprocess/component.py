@@ -11,9 +11,9 @@ def preprocess(config: str, tokenizer: str, dataset: Output[Dataset], corpus: Op
     """Read a corpus, split it, tokenize and chunk it into a masked-LM dataset. With ``corpus``
     (a preprocess-ner dataset) the text is that dataset's training sentences instead of ``source``."""
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import destination, source, stage_guard
     from kfnlp.stages.preprocess import PreprocessConfig, preprocess, with_corpus
 
     with stage_guard("preprocess", dataset):
         cfg = from_json(PreprocessConfig, config, "preprocess")
-        preprocess(dataset.path, with_corpus(cfg, corpus.path if corpus is not None else None), tokenizer)
+        preprocess(destination(dataset), with_corpus(cfg, source(corpus) if corpus is not None else None), tokenizer)

@@ -8,8 +8,8 @@ from kfnlp.components import IMAGE
 def preprocess_ner(config: str, tokenizer: str, dataset: Output[Dataset]):
     """Read labelled sentences, split them, tokenize them and align the labels to sub-tokens."""
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import destination, stage_guard
     from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
 
     with stage_guard("preprocess-ner", dataset):
-        preprocess_ner(dataset.path, from_json(NerPreprocessConfig, config, "preprocess_ner"), tokenizer)
+        preprocess_ner(destination(dataset), from_json(NerPreprocessConfig, config, "preprocess_ner"), tokenizer)

@@ -20,15 +20,15 @@ def register(
     import os
 
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import source, stage_guard
     from kfnlp.stages.register import RegisterConfig, register
 
     with stage_guard("register", registered):
         result = register(
-            model.path,
-            evaluation.path,
+            source(model),
+            source(evaluation),
             from_json(RegisterConfig, config, "register"),
-            baseline.path if baseline is not None else None,
+            source(baseline) if baseline is not None else None,
             run_name,
         )
         result["source"] = model.uri

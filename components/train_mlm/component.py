@@ -8,8 +8,9 @@ from kfnlp.components import IMAGE
 def train_mlm(config: str, base_model: str, dataset: Input[Dataset], eval_set: Input[Dataset], model: Output[Model]):
     """Adapt a masked-LM to the domain corpus with the transformers Trainer."""
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import destination, source, stage_guard, with_checkpoint_dir
     from kfnlp.stages.train_mlm import TrainMlmConfig, train_mlm
 
     with stage_guard("train-mlm", model):
-        train_mlm(dataset.path, eval_set.path, model.path, from_json(TrainMlmConfig, config, "train_mlm"), base_model)
+        cfg = with_checkpoint_dir(from_json(TrainMlmConfig, config, "train_mlm"), model)
+        train_mlm(source(dataset), source(eval_set), destination(model), cfg, base_model)

@@ -16,9 +16,10 @@ def train_ner(
 ):
     """Fine-tune an encoder (a Hub id, path or builtin, or a train-mlm artifact) for token classification."""
     from kfnlp.config import from_json
-    from kfnlp.kfp_runtime import stage_guard
+    from kfnlp.kfp_runtime import destination, source, stage_guard, with_checkpoint_dir
     from kfnlp.stages.train_ner import TrainNerConfig, train_ner
 
     with stage_guard("train-ner", model):
-        encoder = base_model.path if base_model is not None else base_model_ref
-        train_ner(dataset.path, model.path, from_json(TrainNerConfig, config, "train_ner"), encoder)
+        encoder = source(base_model) if base_model is not None else base_model_ref
+        cfg = with_checkpoint_dir(from_json(TrainNerConfig, config, "train_ner"), model)
+        train_ner(source(dataset), destination(model), cfg, encoder)

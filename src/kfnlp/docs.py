@@ -62,7 +62,6 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
     ("TrainMlmConfig", "eval_steps"): "steps between evaluations when eval_strategy is steps",
     ("TrainMlmConfig", "logging_steps"): "steps between loss log lines",
     ("TrainMlmConfig", "save_steps"): "steps between checkpoints",
-    ("TrainMlmConfig", "save_total_limit"): "checkpoints kept on disk",
     ("EvaluateConfig", "batch_size"): "evaluation batch size",
     ("EvaluateConfig", "top_k"): "fill-mask predictions shown per prompt",
     ("EvaluateConfig", "sparse_head"): "MLM head and loss only at masked positions (same perplexity, faster)",
@@ -91,7 +90,6 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
     ("TrainNerConfig", "logging_steps"): "steps between loss log lines",
     ("TrainNerConfig", "save_strategy"): "when checkpoints are written",
     ("TrainNerConfig", "save_steps"): "steps between checkpoints when save_strategy is steps",
-    ("TrainNerConfig", "save_total_limit"): "checkpoints kept on disk",
     ("EvaluateNerConfig", "split"): "split of the preprocess-ner dataset to score",
     ("EvaluateNerConfig", "batch_size"): "evaluation batch size (sentences, batched by length)",
     ("EvaluateNerConfig", "top_confusions"): "most frequent (gold, predicted) word-label confusions listed "

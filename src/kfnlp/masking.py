@@ -65,13 +65,17 @@ def mask(
 class MaskingCollator:
     """Data collator for training: stacks fixed-size chunks and masks them afresh.
 
-    Features that are already masked (the stored eval set: labels, no word ids) are
-    only stacked, so the Trainer's evaluation sees the fixed masks.
+    The masks of the n-th training batch come from a generator seeded with (seed, n), so
+    a run resumed from a checkpoint at step n (``batches = n``) draws the same masks as an
+    uninterrupted one. Features that are already masked (the stored eval set: labels, no
+    word ids) are only stacked and not counted, so the Trainer's evaluation sees the fixed
+    masks.
     """
 
     def __init__(self, spec: MaskSpec, seed: int):
         self.spec = spec
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.batches = 0  # training batches masked so far
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -80,7 +84,9 @@ class MaskingCollator:
             return np.stack([np.asarray(f[key]) for f in features]).astype(np.int64)
 
         if "word_ids" in features[0]:
-            masked, labels = mask(stack("input_ids"), stack("word_ids"), self.spec, self.rng)
+            rng = np.random.default_rng([self.seed, self.batches])
+            self.batches += 1
+            masked, labels = mask(stack("input_ids"), stack("word_ids"), self.spec, rng)
         else:
             masked, labels = stack("input_ids"), stack("labels")
         attention = stack("attention_mask")

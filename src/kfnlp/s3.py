@@ -75,8 +75,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kfnlp.errors import ConfigError, StorageError
-from kfnlp.storage import MANIFEST, ArtifactWriter, read_manifest, sha256_file
-from kfnlp.storage import write_artifact as _write_local_artifact
+from kfnlp.storage import MANIFEST, ArtifactWriter, read_manifest, sha256_file, write_local_artifact
 
 log = logging.getLogger(__name__)
 
@@ -880,6 +879,136 @@ def prune_versions(uri: str, older_than: float = ORPHAN_GRACE_SECONDS, settings:
         return _prune(ctx, keep={current} if current else set(), older_than=older_than)
 
 
+def read_pointer(uri: str, settings: S3Settings | None = None) -> dict[str, Any]:
+    """The manifest of the complete artifact at ``uri`` (no file is downloaded), or a StorageError."""
+    with _context(uri, settings) as ctx:
+        found = ctx.get_json(ctx.loc.child(MANIFEST))
+        if found is None:
+            raise _incomplete(ctx.loc)
+        return found[0]
+
+
+def list_children(uri: str, settings: S3Settings | None = None) -> list[str]:
+    """Names of the "directories" directly under ``uri`` (e.g. the checkpoints of a run)."""
+    with _context(uri, settings) as ctx:
+        prefix = ctx.loc.key + "/" if ctx.loc.key else ""
+
+        def listing():
+            names = []
+            paginator = ctx.s3.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=ctx.loc.bucket, Prefix=prefix, Delimiter="/"):
+                names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+            return names
+
+        return sorted(ctx.call(f"listing {ctx.loc}", listing))
+
+
+def delete_artifact(uri: str, settings: S3Settings | None = None) -> None:
+    """Delete the artifact at ``uri``: its manifest first (so it stops counting as complete at once),
+    then every object under the prefix."""
+    with _context(uri, settings) as ctx:
+        ctx.delete_keys([ctx.loc.child(MANIFEST).key])
+        ctx.delete_keys(ctx.list_keys(ctx.loc.key + "/"))
+
+
+def check_writable(uri: str, settings: S3Settings | None = None) -> None:
+    """Fail early, naming the URI and the cause, unless objects can be written and deleted under ``uri``."""
+    with _context(uri, settings) as ctx:
+        probe = ctx.loc.child(f".kfnlp-probe-{uuid.uuid4().hex[:12]}")
+        ctx.put_bytes(probe, b"{}", "checking write access")
+        ctx.delete_keys([probe.key])
+
+
+def _input_entries(ctx: _Context) -> tuple[list[tuple[str, str, str, int]], bool]:
+    """(key, relative name, ETag, size) of the plain object at the context's URI, or of every object
+    under it as a prefix; and whether it was a single object."""
+    loc = ctx.loc
+
+    def head():
+        try:
+            return ctx.s3.head_object(Bucket=loc.bucket, Key=loc.key) if loc.key else None
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    found = ctx.call(f"reading {loc.key or '/'}", head)
+    if found is not None:
+        return [(loc.key, PurePosixPath(loc.key).name, found["ETag"], found["ContentLength"])], True
+    prefix = f"{loc.key}/" if loc.key else ""
+
+    def listing():
+        pages = ctx.s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
+        return [item for page in pages for item in page.get("Contents", [])]
+
+    entries = [
+        (item["Key"], item["Key"][len(prefix) :], item["ETag"], item["Size"])
+        for item in ctx.call(f"listing {loc}", listing)
+        if not item["Key"].endswith("/")
+    ]
+    if not entries:
+        raise StorageError(f"{loc}: no such object, and no objects under it as a prefix")
+    return entries, False
+
+
+def check_objects(uri: str, settings: S3Settings | None = None) -> None:
+    """Fail, naming the URI and the cause, unless ``uri`` is a readable object or a prefix with objects."""
+    with _context(uri, settings) as ctx:
+        _input_entries(ctx)
+
+
+def fetch_objects(uri: str, cache_root: str | os.PathLike, settings: S3Settings | None = None) -> Path:
+    """A local copy of the plain object at ``uri`` (a file), or of every object under it as a prefix (a
+    directory): input files such as corpora and CoNLL files, which are not kfnlp artifacts. Cached by the
+    objects' ETags, so a changed object is fetched again."""
+    import hashlib
+
+    with _context(uri, settings) as ctx:
+        entries, single = _input_entries(ctx)
+        digest = hashlib.sha256(json.dumps([ctx.loc.uri, entries]).encode()).hexdigest()[:24]
+        slot = Path(cache_root) / digest
+        target = slot / (entries[0][1] if single else "objects")
+        if (slot / ".complete").is_file():
+            return target
+        slot.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=slot))
+        bar = _Progress(sum(e[3] for e in entries), f"download {ctx.loc}", None)
+        try:
+            for key, rel, _, _ in entries:
+                dest = staging / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                ctx.download_file(S3Location(ctx.loc.bucket, key), dest, bar)
+            os.replace(staging / entries[0][1] if single else staging, target)
+            (slot / ".complete").touch()
+        finally:
+            bar.close()
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def fetch_artifact(
+    uri: str, cache_root: str | os.PathLike, *, kind: str | None = None, settings: S3Settings | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """A verified local copy of the artifact at ``uri`` and its manifest, downloaded once per stored
+    version into ``cache_root`` (older cached versions of the same URI are removed)."""
+    import hashlib
+
+    slot = Path(cache_root) / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
+    pointer = read_pointer(uri, settings)
+    if kind is not None and pointer.get("kind") != kind:
+        raise StorageError(f"{uri}: expected a {kind} artifact, found {pointer.get('kind')!r}")
+    version = pointer.get(POINTER_VERSION_KEY) or pointer.get("created", "plain")
+    local = slot / re.sub(r"[^0-9A-Za-z_\-]", "_", str(version))
+    if (local / MANIFEST).is_file():
+        with contextlib.suppress(StorageError):
+            return local, read_manifest(local, kind)
+    manifest = download_artifact(uri, local, kind=kind, settings=settings)
+    for other in slot.iterdir():
+        if other.name != local.name and not other.name.startswith("."):
+            shutil.rmtree(other, ignore_errors=True)
+    return local, manifest
+
+
 def download_artifact(
     uri: str,
     local_dir: str | os.PathLike,
@@ -1000,6 +1129,6 @@ def write_artifact(uri: str, kind: str, settings: S3Settings | None = None) -> I
     parse_uri(uri)  # fail before the stage does any work
     with tempfile.TemporaryDirectory(prefix="kfnlp-s3-") as tmp:
         local = Path(tmp) / "artifact"
-        with _write_local_artifact(local, kind) as writer:
+        with write_local_artifact(local, kind) as writer:
             yield writer
         upload_artifact(local, uri, settings=settings, verify_local=False)

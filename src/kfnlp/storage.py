@@ -64,8 +64,67 @@ def _clear_path(path: Path) -> None:
         path.unlink()
 
 
+def is_remote(ref: str | os.PathLike | None) -> bool:
+    """True for an ``s3://`` URI (the one remote scheme kfnlp stores artifacts under)."""
+    return isinstance(ref, str) and ref.startswith("s3://")
+
+
+def write_artifact(dest: str | os.PathLike, kind: str) -> contextlib.AbstractContextManager[ArtifactWriter]:
+    """Write an artifact to a local directory or an ``s3://`` URI; complete only with its manifest.
+
+    The stage writes into the yielded ``.path`` (always a local directory); see
+    :func:`write_local_artifact` and :func:`kfnlp.s3.write_artifact`.
+    """
+    if is_remote(dest):
+        from kfnlp import s3
+
+        return s3.write_artifact(str(dest), kind)
+    return write_local_artifact(dest, kind)
+
+
+def open_artifact(ref: str | os.PathLike, kind: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A complete artifact as a local directory, with its manifest: a local one in place, an ``s3://``
+    one downloaded (verified) once per stored version into ``$KFNLP_HOME/cache/s3``."""
+    if is_remote(ref):
+        from kfnlp import s3
+        from kfnlp.assets import kfnlp_home
+
+        return s3.fetch_artifact(str(ref), kfnlp_home() / "cache" / "s3", kind=kind)
+    return Path(ref), read_manifest(ref, kind)
+
+
+def local_input(source: str) -> str:
+    """An input file or directory (a corpus, a CoNLL file) as a local path: ``s3://`` objects or prefixes
+    are downloaded once into ``$KFNLP_HOME/cache/s3-objects``; anything else is returned as it is."""
+    if not is_remote(source):
+        return source
+    from kfnlp import s3
+    from kfnlp.assets import kfnlp_home
+
+    return str(s3.fetch_objects(source, kfnlp_home() / "cache" / "s3-objects"))
+
+
+def check_input(source: str) -> None:
+    """Cheap check that an ``s3://`` input (an object, or a prefix with objects) can be read."""
+    from kfnlp import s3
+
+    s3.check_objects(source)
+
+
+def read_any_manifest(ref: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """The manifest of a complete local or ``s3://`` artifact, without downloading its files."""
+    if is_remote(ref):
+        from kfnlp import s3
+
+        manifest = s3.read_pointer(str(ref))
+        if kind is not None and manifest.get("kind") != kind:
+            raise StorageError(f"{ref}: expected a {kind} artifact, found {manifest.get('kind')!r}")
+        return manifest
+    return read_manifest(ref, kind)
+
+
 @contextlib.contextmanager
-def write_artifact(dest: str | os.PathLike, kind: str) -> Iterator[ArtifactWriter]:
+def write_local_artifact(dest: str | os.PathLike, kind: str) -> Iterator[ArtifactWriter]:
     """Write an artifact directory atomically; the manifest is written last."""
     dest = Path(dest)
     try:

@@ -68,14 +68,19 @@ def check_schedule(config) -> None:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
     if config.eval_strategy == "steps" and not config.eval_steps:
         raise ValueError("eval_strategy steps needs eval_steps")
+    if config.save_minutes is not None and config.save_minutes <= 0:
+        raise ValueError(f"save_minutes must be > 0 (or unset), got {config.save_minutes}")
+    if config.save_total_limit < 1:
+        raise ValueError(f"save_total_limit must be >= 1, got {config.save_total_limit}")
     if config.num_processes < 0:
         raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {config.num_processes}")
 
 
-def schedule_arguments(config, output: str) -> dict[str, Any]:
-    """TrainingArguments keywords for the fields every training config shares."""
+def schedule_arguments(config, output_dir: str) -> dict[str, Any]:
+    """TrainingArguments keywords for the fields every training config shares; ``output_dir`` is
+    where the Trainer saves checkpoints before kfnlp commits them (see :mod:`kfnlp.checkpoints`)."""
     return {
-        "output_dir": config.checkpoint_dir or f"{output.rstrip('/')}-checkpoints",
+        "output_dir": output_dir,
         "learning_rate": config.learning_rate,
         "weight_decay": config.weight_decay,
         "per_device_train_batch_size": config.batch_size,

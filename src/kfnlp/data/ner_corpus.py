@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kfnlp.assets import BUILTIN_PREFIX, builtin_data_file
 from kfnlp.data.conll import Sentence, read_conll
-from kfnlp.errors import InputError
-from kfnlp.storage import sha256_file
+from kfnlp.errors import InputError, KfnlpError
+from kfnlp.storage import check_input, is_remote, local_input, sha256_file
 
 HUB_SPLITS = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 
@@ -26,7 +26,7 @@ def read_conll_source(source: str, encoding: str = "utf-8") -> tuple[list[Senten
         path = builtin_data_file(source[len(BUILTIN_PREFIX) :])
         origin = {"builtin": source[len(BUILTIN_PREFIX) :]}
     else:
-        path = Path(source).expanduser()
+        path = Path(local_input(source)).expanduser()
         if not path.is_file():
             raise InputError(f"{source}: no such file (expected a CoNLL file: token ... tag per line)")
         origin = {"file": path.name}
@@ -119,6 +119,12 @@ def check_ner_source(source: str, key: str) -> None:
         try:
             builtin_data_file(name)
         except Exception as exc:
+            raise InputError(f"{key}: {exc}") from None
+        return
+    if is_remote(source):
+        try:
+            check_input(source)
+        except KfnlpError as exc:
             raise InputError(f"{key}: {exc}") from None
         return
     path = Path(source).expanduser()

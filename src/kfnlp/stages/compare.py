@@ -18,7 +18,7 @@ import numpy as np
 
 from kfnlp.errors import InputError
 from kfnlp.stages.evaluate_ner import PREDICTIONS_FILE
-from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.storage import open_artifact, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ class CompareConfig:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
 
 
-def _load(path: str, task: str) -> dict:
-    manifest = read_manifest(path, kind="evaluation")
+def _load(path: str, task: str) -> tuple[Path, dict]:
+    local, manifest = open_artifact(path, kind="evaluation")
     if manifest.get("task") != task:
         raise InputError(f"{path}: a {manifest.get('task')} evaluation, expected {task}")
-    return json.loads((Path(path) / "metrics.json").read_text(encoding="utf-8"))
+    return local, json.loads((local / "metrics.json").read_text(encoding="utf-8"))
 
 
 def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]]:
@@ -114,12 +114,12 @@ def compare(
 ) -> dict:
     from kfnlp.reports import comparison_html, comparison_markdown
 
-    mb, ma = _load(mlm_base, "mlm"), _load(mlm_adapted, "mlm")
-    nb, na = _load(ner_base, "ner"), _load(ner_adapted, "ner")
+    (_, mb), (_, ma) = _load(mlm_base, "mlm"), _load(mlm_adapted, "mlm")
+    (nb_dir, nb), (na_dir, na) = _load(ner_base, "ner"), _load(ner_adapted, "ner")
     if nb["dataset_fingerprint"] != na["dataset_fingerprint"] or nb["split"] != na["split"]:
         raise InputError(f"{ner_base} and {ner_adapted} evaluate different data; compare them on the same split")
-    gold_b, pred_b = read_predictions(Path(ner_base) / PREDICTIONS_FILE)
-    gold_a, pred_a = read_predictions(Path(ner_adapted) / PREDICTIONS_FILE)
+    gold_b, pred_b = read_predictions(nb_dir / PREDICTIONS_FILE)
+    gold_a, pred_a = read_predictions(na_dir / PREDICTIONS_FILE)
     if gold_b != gold_a:
         raise InputError(f"{ner_base} and {ner_adapted}: the gold labels differ")
     delta = bootstrap_f1_delta(

@@ -6,10 +6,9 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from kfnlp.metrics import perplexity
-from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.storage import open_artifact, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +76,12 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
     from kfnlp.stages.train_mlm import check_same_vocabulary
 
     started = time.monotonic()
-    manifest = read_manifest(eval_set, kind="eval_set")
+    local, manifest = open_artifact(eval_set, kind="eval_set")
     tokenizer = load_tokenizer(model)
     check_same_vocabulary(tokenizer, manifest, eval_set)
     net = load_masked_lm(model)
     sparse = config.sparse_head and enable_sparse_mlm_loss(net)
-    data = datasets.load_from_disk(str(Path(eval_set) / "data")).with_format("torch")
+    data = datasets.load_from_disk(str(local / "data")).with_format("torch")
     total, count = masked_lm_loss_sum(net, data, config.batch_size)
     seconds = time.monotonic() - started
     disable_sparse_mlm_loss(net)
@@ -114,5 +113,5 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
 
 
 def load_evaluation(path: str) -> dict:
-    read_manifest(path, kind="evaluation")
-    return json.loads((Path(path) / "metrics.json").read_text(encoding="utf-8"))
+    local, _ = open_artifact(path, kind="evaluation")
+    return json.loads((local / "metrics.json").read_text(encoding="utf-8"))

@@ -14,14 +14,13 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 from kfnlp.data.conll import write_conll
 from kfnlp.data.ner import word_predictions
 from kfnlp.errors import InputError
 from kfnlp.metrics import seqeval_scores
-from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.storage import open_artifact, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +82,18 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
     from kfnlp.stages.preprocess_ner import load_labels
     from kfnlp.stages.train_mlm import check_same_vocabulary
 
-    manifest = read_manifest(dataset, kind="dataset")
+    local, manifest = open_artifact(dataset, kind="dataset")
     if manifest.get("task") != "ner":
         raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
     if config.split not in manifest["splits"]:
         raise InputError(f"{dataset}: no {config.split} split (has {', '.join(manifest['splits'])})")
-    labels = load_labels(dataset)
+    labels = load_labels(local)
     check_same_vocabulary(load_tokenizer(model), manifest, dataset)
     net = load_token_classifier(model)
     model_labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
     if model_labels != labels:
         raise InputError(f"{model}: its labels {model_labels} differ from the dataset's {labels}")
-    data = datasets.load_from_disk(str(Path(dataset) / "data"))[config.split]
+    data = datasets.load_from_disk(str(local / "data"))[config.split]
     word_ids, seconds = predict_word_labels(net, data, config.batch_size)
     gold = [[labels[t] for t in tags] for tags in data["ner_tags"]]
     unseen = sum(p is None for sentence in word_ids for p in sentence)

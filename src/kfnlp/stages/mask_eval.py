@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from kfnlp.data.chunking import rows_dataset
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskSpec, Strategy, mask
-from kfnlp.storage import fingerprint, read_manifest, write_artifact
+from kfnlp.storage import fingerprint, open_artifact, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +40,15 @@ def mask_eval(dataset: str, output: str, config: MaskEvalConfig) -> dict:
 
     from kfnlp.modeling import load_tokenizer
 
-    source = read_manifest(dataset, kind="dataset")
-    test = datasets.load_from_disk(str(Path(dataset) / "data"))["test"]
+    local, source = open_artifact(dataset, kind="dataset")
+    test = datasets.load_from_disk(str(local / "data"))["test"]
     rng = np.random.default_rng(config.seed)
     if config.max_chunks is not None and config.max_chunks < len(test):
         test = test.select(np.sort(rng.permutation(len(test))[: config.max_chunks]))
     table = test.with_format("numpy")
     input_ids = np.stack(table["input_ids"])
     word_ids = np.stack(table["word_ids"])
-    tok = load_tokenizer(str(Path(dataset) / "tokenizer"))
+    tok = load_tokenizer(str(local / "tokenizer"))
     spec = mask_spec(tok, config.strategy, config.effective_probability)
     masked, labels = mask(input_ids, word_ids, spec, rng)
     n = masked.shape[0]

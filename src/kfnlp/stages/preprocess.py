@@ -6,7 +6,6 @@ import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from kfnlp.data import chunking
 from kfnlp.data.corpus import NER_TRAIN_SOURCE, load_corpus
 from kfnlp.errors import InputError
 from kfnlp.modeling import load_tokenizer
-from kfnlp.storage import fingerprint, read_manifest, write_artifact
+from kfnlp.storage import fingerprint, open_artifact, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +55,8 @@ def with_corpus(config: PreprocessConfig, ner_dataset: str | None) -> Preprocess
         )
     from kfnlp.stages.preprocess_ner import CORPUS_FILE
 
-    read_manifest(ner_dataset, kind="dataset")
-    return replace(config, source=str(Path(ner_dataset) / CORPUS_FILE), text_column="text")
+    local, _ = open_artifact(ner_dataset, kind="dataset")
+    return replace(config, source=str(local / CORPUS_FILE), text_column="text")
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

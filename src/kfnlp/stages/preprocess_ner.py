@@ -215,7 +215,8 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
     return manifest
 
 
-def load_labels(dataset: str) -> list[str]:
+def load_labels(dataset_dir) -> list[str]:
+    """The label list of a local preprocess-ner dataset directory."""
     from pathlib import Path
 
-    return json.loads((Path(dataset) / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+    return json.loads((Path(dataset_dir) / LABELS_FILE).read_text(encoding="utf-8"))["labels"]

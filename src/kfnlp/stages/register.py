@@ -14,7 +14,7 @@ from pathlib import Path
 import kfnlp
 from kfnlp.registry import Registry
 from kfnlp.stages.evaluate import load_evaluation
-from kfnlp.storage import read_manifest
+from kfnlp.storage import open_artifact
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def register(
     baseline: str | None = None,
     run_name: str | None = None,
 ) -> dict:
-    model_manifest = read_manifest(model, kind="model")
+    model_dir, model_manifest = open_artifact(model, kind="model")
     result = load_evaluation(evaluation)
     base = load_evaluation(baseline) if baseline else None
     metrics, primary = registry_metrics(result, base)
@@ -157,7 +157,7 @@ def register(
         summary.write_text(json.dumps(training, indent=2), encoding="utf-8")
         registered = Registry(config.tracking_uri).register(
             config.model_name,
-            Path(model),
+            model_dir,
             metrics=metrics,
             params=training.get("config", {}),
             tags=tags,

@@ -6,14 +6,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from kfnlp.errors import InputError
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, Strategy
-from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.storage import open_artifact, write_artifact
 from kfnlp.training import check_schedule
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,11 @@ class TrainMlmConfig:
     eval_steps: int | None = None
     logging_steps: int = 50
     save_steps: int = 500
-    save_total_limit: int = 2
-    checkpoint_dir: str | None = None  # default: next to the output
+    save_total_limit: int = 2  # checkpoints kept (the newest; older ones go once a newer one is complete)
+    save_minutes: float | None = None  # also checkpoint whenever this many minutes passed since the last save
+    checkpoint_dir: str | None = None  # local dir or s3:// URI (default: <output>-checkpoints); one subdir per run key
+    resume: bool = True  # start from the newest complete checkpoint of the same run (output, config, inputs)
+    keep_checkpoints: bool = False  # keep the run's checkpoints after the final model is stored
     sparse_head: bool = True  # MLM head and loss only at masked positions (same loss, faster)
     num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
@@ -76,32 +78,41 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
             base_model=base_model,
         )
     import datasets
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
+    from kfnlp import checkpoints
     from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
     from kfnlp.stages.mask_eval import mask_spec
     from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
 
     started = time.monotonic()
-    data_manifest = read_manifest(dataset, kind="dataset")
-    eval_manifest = read_manifest(eval_set, kind="eval_set")
+    data_dir, data_manifest = open_artifact(dataset, kind="dataset")
+    eval_dir, eval_manifest = open_artifact(eval_set, kind="eval_set")
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model)
     check_same_vocabulary(tokenizer, data_manifest, dataset)
     model = load_masked_lm(base_model)
     sparse = config.sparse_head and enable_sparse_mlm_loss(model)
 
-    train = datasets.load_from_disk(str(Path(dataset) / "data"))["train"]
+    train = datasets.load_from_disk(str(data_dir / "data"))["train"]
     if config.max_train_chunks is not None and config.max_train_chunks < len(train):
         rng = np.random.default_rng(config.seed)
         train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_chunks]))
     train = train.select_columns(["input_ids", "attention_mask", "word_ids"]).with_format("numpy")
-    evaluation = datasets.load_from_disk(str(Path(eval_set) / "data")).with_format("torch")
+    evaluation = datasets.load_from_disk(str(eval_dir / "data")).with_format("torch")
 
     probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]
     # each data-parallel worker draws its own masks
     collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed + distributed.rank())
     precision = resolve_precision(config.mixed_precision)
+    ckpt = checkpoints.Checkpointing.for_stage(
+        "train-mlm",
+        output,
+        config,
+        base_model=base_model,
+        dataset=data_manifest["fingerprint"],
+        eval_set=eval_manifest["fingerprint"],
+    )
     args = training_arguments(
         precision=precision,
         eval_strategy=config.eval_strategy,
@@ -109,9 +120,10 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
         remove_unused_columns=False,  # word_ids must reach the whole-word collator
         prediction_loss_only=True,
         dataloader_drop_last=False,
-        **schedule_arguments(config, output),
+        **schedule_arguments(config, output_dir=str(ckpt.scratch)),
     )
-    trainer = Trainer(
+    trainer = checkpoints.make_trainer(
+        config.seed,
         model=model,
         args=args,
         data_collator=collator,
@@ -121,9 +133,11 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
         callbacks=[progress_callback("train-mlm")],
     )
     log.info("train-mlm: %d chunks, precision %s, sparse head %s", len(train), precision, sparse)
-    result = trainer.train()
+    result = checkpoints.train(trainer, ckpt, "train-mlm", on_resume=lambda step: setattr(collator, "batches", step))
     summary = summarize(trainer, result, time.monotonic() - started)
-    summary.update(precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config))
+    summary.update(
+        precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config), **ckpt.summary()
+    )
     if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
         return {"training": summary}
 
@@ -141,4 +155,5 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
             training=summary,
         )
         manifest = dict(out.info)
+    checkpoints.finish(ckpt, rank0=True)
     return manifest

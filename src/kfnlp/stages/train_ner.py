@@ -6,14 +6,13 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from kfnlp.data.chunking import IGNORE_INDEX
 from kfnlp.errors import InputError
-from kfnlp.storage import read_manifest, write_artifact
+from kfnlp.storage import open_artifact, write_artifact
 from kfnlp.training import check_schedule
 
 log = logging.getLogger(__name__)
@@ -39,8 +38,11 @@ class TrainNerConfig:
     logging_steps: int = 50
     save_strategy: Literal["epoch", "steps", "no"] = "epoch"
     save_steps: int = 500
-    save_total_limit: int = 1
-    checkpoint_dir: str | None = None  # default: next to the output
+    save_total_limit: int = 1  # checkpoints kept (the newest; older ones go once a newer one is complete)
+    save_minutes: float | None = None  # also checkpoint whenever this many minutes passed since the last save
+    checkpoint_dir: str | None = None  # local dir or s3:// URI (default: <output>-checkpoints); one subdir per run key
+    resume: bool = True  # start from the newest complete checkpoint of the same run (output, config, inputs)
+    keep_checkpoints: bool = False  # keep the run's checkpoints after the final model is stored
     num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
 
     def __post_init__(self):
@@ -76,24 +78,25 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
             "train_ner", config.num_processes, dataset=dataset, output=output, config=config, base_model=base_model
         )
     import datasets
-    from transformers import DataCollatorForTokenClassification, Trainer, set_seed
+    from transformers import DataCollatorForTokenClassification, set_seed
 
+    from kfnlp import checkpoints
     from kfnlp.modeling import load_token_classifier, load_tokenizer
     from kfnlp.stages.preprocess_ner import LABELS_FILE, load_labels
     from kfnlp.stages.train_mlm import check_same_vocabulary
     from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
 
     started = time.monotonic()
-    manifest = read_manifest(dataset, kind="dataset")
+    local, manifest = open_artifact(dataset, kind="dataset")
     if manifest.get("task") != "ner":
         raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
-    labels = load_labels(dataset)
+    labels = load_labels(local)
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model)
     check_same_vocabulary(tokenizer, manifest, dataset)
     model = load_token_classifier(base_model, labels)
 
-    splits = datasets.load_from_disk(str(Path(dataset) / "data"))
+    splits = datasets.load_from_disk(str(local / "data"))
     columns = ["input_ids", "labels"]  # the length-grouped sampler measures input_ids itself
     train = splits["train"]
     if config.max_train_sentences is not None and config.max_train_sentences < len(train):
@@ -106,15 +109,19 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         log.warning("train-ner: the dataset has no validation split; not evaluating during training")
 
     precision = resolve_precision(config.mixed_precision)
+    ckpt = checkpoints.Checkpointing.for_stage(
+        "train-ner", output, config, base_model=base_model, dataset=manifest["fingerprint"]
+    )
     collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
     args = training_arguments(
         precision=precision,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy=config.eval_strategy if evaluating else "no",
         save_strategy=config.save_strategy,
-        **schedule_arguments(config, output),
+        **schedule_arguments(config, output_dir=str(ckpt.scratch)),
     )
-    trainer = Trainer(
+    trainer = checkpoints.make_trainer(
+        config.seed,
         model=model,
         args=args,
         data_collator=collator,
@@ -125,12 +132,12 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         callbacks=[progress_callback("train-ner")],
     )
     log.info("train-ner: %d sentences, %d labels, precision %s", len(train), len(labels), precision)
-    result = trainer.train()
+    result = checkpoints.train(trainer, ckpt, "train-ner")
     summary = summarize(trainer, result, time.monotonic() - started)
     evaluations = [entry for entry in trainer.state.log_history if "eval_f1" in entry]
     if evaluations:  # the recipe's sub-token scores on validation after the last evaluation
         summary["validation"] = {k[len("eval_") :]: v for k, v in evaluations[-1].items() if k.startswith("eval_")}
-    summary.update(precision=precision, train_sentences=len(train), config=asdict(config))
+    summary.update(precision=precision, train_sentences=len(train), config=asdict(config), **ckpt.summary())
     if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
         return {"training": summary}
 
@@ -138,7 +145,7 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         # the artifact itself is a plain Hugging Face model directory
         model.save_pretrained(str(out.path))
         tokenizer.save_pretrained(str(out.path))
-        (out.path / LABELS_FILE).write_text((Path(dataset) / LABELS_FILE).read_text(encoding="utf-8"), "utf-8")
+        (out.path / LABELS_FILE).write_text((local / LABELS_FILE).read_text(encoding="utf-8"), "utf-8")
         (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         out.info.update(
             task="ner",
@@ -149,4 +156,5 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
             training=summary,
         )
         manifest_out = dict(out.info)
+    checkpoints.finish(ckpt, rank0=True)
     return manifest_out

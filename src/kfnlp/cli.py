@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a pipeline",
         description="Run a pipeline. --local runs it with the KFP local executor "
-        "(kfp.local, one subprocess per stage) and writes OUTPUT/summary.json and OUTPUT/report.md.",
+        "(kfp.local, one subprocess per stage, or one container with --runner docker) and writes "
+        "OUTPUT/summary.json and OUTPUT/report.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -243,7 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output", default="out", metavar="DIR", help="where artifacts, summary and report go (default: out)"
     )
+    run.add_argument(
+        "--storage",
+        metavar="URI",
+        default=os.environ.get("KFNLP_STORAGE") or None,
+        help="s3://bucket/prefix: the stages read and write every dataset, model and evaluation there, "
+        "with the endpoint and credentials of the AWS_* environment (default: $KFNLP_STORAGE, else OUTPUT/artifacts)",
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="stream the full KFP log, not just stage events")
+    run.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess (default): each stage in a subprocess of this Python; docker: each stage in a container "
+        "of the runtime image, through $DOCKER_HOST (Docker or a podman socket)",
+    )
+    run.add_argument(
+        "--image",
+        metavar="REF",
+        help="runtime image for --runner docker (default: $KFNLP_IMAGE, else the release image)",
+    )
     _add_config_flags(run)
 
     pipes = sub.add_parser("pipelines", help="list the pipelines", description="List pipelines and their stages.")
@@ -303,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument(
         "--model",
         required=True,
-        help="model directory, kfnlp model artifact, Hub id, builtin:NAME or models:/NAME@ALIAS",
+        help="model directory, kfnlp model artifact (local or s3://), Hub id, builtin:NAME or models:/NAME@ALIAS",
     )
     fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
     fm.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -314,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Named entities in each text, sub-tokens grouped into entities (aggregation_strategy simple).",
     )
     ner.add_argument(
-        "--model", required=True, help="NER model directory, kfnlp model artifact, Hub id or models:/NAME@champion"
+        "--model",
+        required=True,
+        help="NER model directory, kfnlp model artifact (local or s3://), Hub id or models:/NAME@champion",
     )
     ner.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ner.add_argument("texts", nargs="+", metavar="TEXT", help="text to tag")
@@ -366,13 +388,19 @@ def cmd_stage(args) -> int:
 
 def cmd_run(args) -> int:
     from kfnlp import pipelines
+    from kfnlp.errors import ConfigError
     from kfnlp.runner import load_config, preflight, run_local
 
     entry = pipelines.get(args.pipeline)
     config = load_config(entry, args.config, args.overrides)
+    if args.image and args.runner != "docker":
+        raise ConfigError("--image needs --runner docker")
     preflight(config)  # bad paths and model names fail here, before any stage starts
-    print(f"kfnlp: running {entry.name} locally (kfp.local); log: {os.path.join(args.output, 'pipeline.log')}")
-    summary = run_local(entry, config, args.output, verbose=args.verbose)
+    log_path = os.path.join(args.output, "pipeline.log")
+    print(f"kfnlp: running {entry.name} locally (kfp.local, {args.runner}); log: {log_path}")
+    summary = run_local(
+        entry, config, args.output, verbose=args.verbose, storage=args.storage, runner=args.runner, image=args.image
+    )
     print()
     metrics, artifacts = summary["metrics"], summary["artifacts"]
     if "perplexity_before" in metrics:

@@ -110,28 +110,37 @@ def configure_task(task, cluster: ClusterConfig) -> int:
     return p.gpus
 
 
-def cluster_pipeline(entry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None):
-    """``entry``'s pipeline, traced again with every task configured for ``cluster``."""
+def retrace(original, configure, pipeline_root: str | None = None):
+    """The pipeline ``original`` traced again, with ``configure(task)`` called on each task
+    once the pipeline function has created them all."""
     from kfp import dsl
     from kfp.dsl import pipeline_context
 
-    original = entry.load()
     func = original.pipeline_func
 
     @functools.wraps(func)
     def configured(*args):
         outputs = func(*args)
         for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
-            gpus = configure_task(task, cluster)
-            if gpus and gpu_tasks is not None:
-                gpu_tasks.append(f"{task._task_spec.display_name or task.name} x{gpus}")
+            configure(task)
         return outputs
 
     return dsl.pipeline(
         name=original.component_spec.name,
         description=original.pipeline_spec.pipeline_info.description or None,
-        pipeline_root=cluster.pipeline_root or None,
+        pipeline_root=pipeline_root,
     )(configured)
+
+
+def cluster_pipeline(entry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None):
+    """``entry``'s pipeline, traced again with every task configured for ``cluster``."""
+
+    def configure(task) -> None:
+        gpus = configure_task(task, cluster)
+        if gpus and gpu_tasks is not None:
+            gpu_tasks.append(f"{task._task_spec.display_name or task.name} x{gpus}")
+
+    return retrace(entry.load(), configure, cluster.pipeline_root or None)
 
 
 def check_no_credentials(config: Any, prefix: str = "") -> None:

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
 from kfnlp.errors import ConfigError, KfnlpError, PipelineError, StorageError
-from kfnlp.kfp_runtime import ERROR_FILE, STATUS_KEY
+from kfnlp.kfp_runtime import ERROR_FILE, STATUS_KEY, STORAGE_ENV
+from kfnlp.storage import is_remote, open_artifact, read_any_manifest
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 KFP_TASK_LINE = re.compile(r"(Executing task|Task '.*' finished with status|Pipeline '.*' finished with status)")
@@ -54,8 +55,9 @@ def _looks_like_path(ref: str) -> bool:
 
 def check_model_ref(ref: str, key: str = "model") -> None:
     """Fail fast, before any stage starts, on a model reference that cannot load:
-    an unknown ``builtin:`` name, a local path that does not exist, or (offline) a
-    Hub id that is not in the local Hugging Face cache."""
+    an unknown ``builtin:`` name, a local path that does not exist, an ``s3://`` URI
+    without a complete model artifact, or (offline) a Hub id that is not in the local
+    Hugging Face cache."""
     from kfnlp.assets import BUILTIN_PREFIX, resolve_model_ref
 
     if not ref or not ref.strip():
@@ -65,6 +67,12 @@ def check_model_ref(ref: str, key: str = "model") -> None:
 
         try:
             Registry().resolve(ref)
+        except KfnlpError as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
+        return
+    if is_remote(ref):  # a model artifact on S3: its manifest must exist (no download yet)
+        try:
+            read_any_manifest(ref, kind="model")
         except KfnlpError as exc:
             raise ConfigError(f"{key}: {exc}", key) from None
         return
@@ -199,11 +207,18 @@ def _read_task(task_dir: Path) -> dict[str, Any]:
     return info
 
 
-def _manifest(path: str | None) -> dict[str, Any]:
-    if not path:
+def _manifest(uri: str) -> dict[str, Any]:
+    """The manifest of a stage's output artifact (local or on S3), or {} for a plain file output."""
+    if not is_remote(uri) and not Path(uri).is_dir():
         return {}
-    file = Path(path) / "kfnlp-manifest.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    try:
+        return read_any_manifest(uri)
+    except StorageError:
+        return {}
+
+
+def _artifact_json(uri: str, name: str) -> dict[str, Any]:
+    return json.loads((open_artifact(uri)[0] / name).read_text(encoding="utf-8"))
 
 
 def _collect(run_dir: Path, names: dict[str, str]) -> list[dict[str, Any]]:
@@ -227,11 +242,11 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                 if name in ("report", "html"):
                     artifacts.setdefault("reports", []).append(uri)
                 continue
-            manifest = _manifest(uri) if Path(uri).is_dir() else {}
+            manifest = _manifest(uri)
             kind = manifest.get("kind")
             if kind == "evaluation":
                 label = manifest.get("label", stage["name"])
-                metrics[label] = json.loads((Path(uri) / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+                metrics[label] = _artifact_json(uri, "metrics.json")["metrics"]
                 artifacts.setdefault("evaluations", {})[label] = uri
             elif kind == "model":
                 artifacts.setdefault("models", {})[stage["name"]] = uri
@@ -245,7 +260,7 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
                 metrics.setdefault("data", {})[stage["name"]] = manifest.get("counts")
             elif kind == "comparison":
                 artifacts["comparison"] = uri
-                comparison = json.loads((Path(uri) / "comparison.json").read_text(encoding="utf-8"))
+                comparison = _artifact_json(uri, "comparison.json")
                 metrics["comparison"] = {
                     k: comparison[k] for k in ("verdict", "winner", "f1_delta", "ner", "perplexity")
                 }
@@ -267,14 +282,47 @@ def _results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, An
     return metrics, artifacts
 
 
+def _set_environ(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str | None]):
+    """Set (or, for None, remove) environment variables for the duration of the block."""
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        _set_environ(values)
+        yield
+    finally:
+        _set_environ(saved)
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def run_local(entry, config, output: str | os.PathLike, verbose: bool = False, terminal: TextIO | None = None) -> dict:
-    """Run ``entry``'s pipeline under kfp.local; write summary.json and report.md."""
+def run_local(
+    entry,
+    config,
+    output: str | os.PathLike,
+    verbose: bool = False,
+    terminal: TextIO | None = None,
+    storage: str | None = None,
+    runner: str = "subprocess",
+    image: str | None = None,
+) -> dict:
+    """Run ``entry``'s pipeline under kfp.local; write summary.json and report.md.
+
+    With ``storage`` (``s3://bucket/prefix``) every dataset, model and evaluation the stages
+    write goes there (see :mod:`kfnlp.kfp_runtime`); ``output`` keeps the logs, the KFP
+    bookkeeping, the UI reports and the summary. ``runner="docker"`` runs every stage in
+    ``image`` (default: the components' image) through kfp's DockerRunner (:mod:`kfnlp.local_docker`)."""
     from kfp import local
 
     from kfnlp.reports import run_report
@@ -289,15 +337,35 @@ def run_local(entry, config, output: str | os.PathLike, verbose: bool = False, t
         root.mkdir(exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{output}: cannot use as the output directory ({exc.strerror or exc})") from None
+    if storage is not None:
+        from kfnlp import s3
+
+        storage = storage.rstrip("/")
+        s3.parse_uri(storage)
+        s3.check_writable(storage)  # a missing bucket or bad credentials fail here, not in the third stage
     before = set(root.iterdir())
     pipeline_fn = entry.load()
     arguments = pipeline_arguments(config)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ["KFNLP_LOG_PREFIX"] = STAGE_PREFIX
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=False)
+    kfp_runner, exit_codes = local.SubprocessRunner(use_venv=False), contextlib.nullcontext()
+    if runner == "docker":
+        from kfnlp import local_docker
+        from kfnlp.components import IMAGE
+
+        image = image or IMAGE
+        pipeline_fn, config, kfp_runner = local_docker.prepare(pipeline_fn, config, image, root, {STORAGE_ENV: storage})
+        arguments = pipeline_arguments(config)  # with the input paths the containers see
+        exit_codes = local_docker.real_exit_codes()
+    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=False)
     started = time.time()
     log_path = output / "pipeline.log"
-    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(_LogRouter(log, terminal, verbose)):
+    with (
+        open(log_path, "w", encoding="utf-8") as log,
+        contextlib.redirect_stdout(_LogRouter(log, terminal, verbose)),
+        _environment({STORAGE_ENV: storage}),  # the stage subprocesses inherit it
+        exit_codes,
+    ):
         pipeline_fn(**arguments)
     wall = time.time() - started
     new_runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
@@ -314,6 +382,9 @@ def run_local(entry, config, output: str | os.PathLike, verbose: bool = False, t
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_time_s": round(wall, 2),
         "parameters": to_dict(config),
+        "storage": storage or str(root),
+        "runner": runner,
+        "image": image,
         "stages": stages,
         "metrics": metrics,
         "artifacts": artifacts,

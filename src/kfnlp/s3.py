@@ -75,7 +75,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kfnlp.errors import ConfigError, StorageError
-from kfnlp.storage import MANIFEST, ArtifactWriter, read_manifest, sha256_file, write_local_artifact
+from kfnlp.storage import MANIFEST, ArtifactWriter, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -762,18 +762,25 @@ def upload_artifact(
     progress: Callable[[int], None] | None = None,
     verify_local: bool = True,
     prune_older_than: float = ORPHAN_GRACE_SECONDS,
+    writer: ArtifactWriter | None = None,
 ) -> dict[str, Any]:
     """Upload the complete local artifact ``local_dir`` to ``uri`` as a new version and switch to it.
 
     Every file goes first (multipart above the threshold, with S3 checksums), then the
     version's manifest, then the pointer; the previous version is deleted only after
     that. ``verify_local`` re-hashes the local files against their manifest (during the upload).
+    With ``writer`` (a stage's :class:`ArtifactWriter` whose ``local_dir`` has no manifest yet)
+    the manifest is built from hashes computed during the upload, not in a pass before it.
     ``progress`` is called with byte counts as they are sent. Returns the stored manifest.
     """
     local_dir = Path(local_dir)
-    manifest = read_manifest(local_dir)
-    entries = _file_entries(manifest, str(local_dir))
-    manifest_bytes = (local_dir / MANIFEST).read_bytes()
+    if writer is None:
+        manifest = read_manifest(local_dir)
+        entries = _file_entries(manifest, str(local_dir))
+        manifest_bytes = (local_dir / MANIFEST).read_bytes()
+    else:
+        entries = writer.files()
+        verify_local = True  # the hashes go into the manifest
     with _context(uri, settings) as ctx, ThreadPoolExecutor(1, thread_name_prefix="kfnlp-sha256") as hasher:
         loc = ctx.loc
         previous = ctx.get_json(loc.child(MANIFEST))  # also the preflight: a missing bucket fails here
@@ -791,6 +798,10 @@ def upload_artifact(
             raise
         finally:
             bar.close()
+        if writer is not None:
+            manifest = writer._manifest({e["path"]: d.result() for e, d in zip(entries, digests, strict=True)})
+            manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+            entries = manifest["files"]
         for entry, digest in zip(entries, digests, strict=False):  # no digests without verify_local
             if digest.result() != entry["sha256"]:
                 raise StorageError(
@@ -1128,7 +1139,7 @@ def write_artifact(uri: str, kind: str, settings: S3Settings | None = None) -> I
     local staging directory; on success it gets its manifest and is uploaded as a new version."""
     parse_uri(uri)  # fail before the stage does any work
     with tempfile.TemporaryDirectory(prefix="kfnlp-s3-") as tmp:
-        local = Path(tmp) / "artifact"
-        with write_local_artifact(local, kind) as writer:
-            yield writer
-        upload_artifact(local, uri, settings=settings, verify_local=False)
+        writer = ArtifactWriter(Path(tmp) / "artifact", kind)
+        writer.path.mkdir()
+        yield writer
+        upload_artifact(writer.path, uri, settings=settings, writer=writer)  # hashed while it uploads

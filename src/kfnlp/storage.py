@@ -43,11 +43,19 @@ class ArtifactWriter:
     kind: str
     info: dict[str, Any] = field(default_factory=dict)
 
-    def _manifest(self) -> dict[str, Any]:
-        files = []
-        for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
-            rel = file.relative_to(self.path).as_posix()
-            files.append({"path": rel, "size": file.stat().st_size, "sha256": sha256_file(file)})
+    def files(self) -> list[dict[str, Any]]:
+        """Path (relative, POSIX) and size of every file written so far."""
+        return [
+            {"path": file.relative_to(self.path).as_posix(), "size": file.stat().st_size}
+            for file in sorted(p for p in self.path.rglob("*") if p.is_file())
+        ]
+
+    def _manifest(self, digests: dict[str, str] | None = None) -> dict[str, Any]:
+        """The manifest; ``digests`` (path -> SHA-256) when they were computed already."""
+        files = [
+            {**entry, "sha256": digests[entry["path"]] if digests else sha256_file(self.path / entry["path"])}
+            for entry in self.files()
+        ]
         return {
             "format": FORMAT_VERSION,
             "kind": self.kind,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +215,75 @@ def test_documented_manifests_parse_and_run_the_stage_command():
         assert spec["command"][:3] == ["torchrun", "-m", "kfnlp"]
         args = build_parser().parse_args([*spec["command"][3:], *spec["args"]])
         assert args.stage == "train-ner" and args.output == "/data/ner-model"
+
+
+def _cli(out: Path, tmp: Path, dataset, eval_set, **overrides) -> list[str]:
+    """``kfnlp stage train-mlm`` with the two-process config of ``config()``."""
+    cmd = [sys.executable, "-m", "kfnlp", "stage", "train-mlm", "--dataset", str(dataset), "--eval-set"]
+    cmd += [str(eval_set), "--output", str(out), "--base-model", MODEL]
+    for key, value in dataclasses.asdict(config(tmp, **overrides)).items():
+        if value is not None:
+            cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
+def _kill_pod(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as the end of a pod does (torchrun's
+    workers run in sessions of their own, so killing the process group would miss them)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        frontier = [c for c in children if c not in tree]
+        tree.update(frontier)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze all first: none acts on another's death
+        for member in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member, sig)
+
+
+def _wait_for_checkpoint(root: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(root.glob("*/step-*/kfnlp-manifest.json")):
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["sigkill-pod", "sigterm-main-process"])
+def test_two_process_run_stopped_then_resumed_matches_an_uninterrupted_one(
+    how, two_process_run, tiny_dataset, tiny_eval_set, tmp_path
+):
+    """Preemption of a data-parallel pod. sigkill-pod: every process of the run killed at once
+    (what the kubelet does at the end of the grace period). sigterm-main-process: SIGTERM to the
+    stage's main process only (what Kubernetes sends first); it is passed on to torchrun and the
+    workers, which agree on a step, save it and stop (exit 143). Started again, the run resumes
+    and ends with the same weights as one that was never stopped."""
+    first, _ = two_process_run
+    out = tmp_path / "model"
+    cmd = _cli(out, tmp_path, tiny_dataset, tiny_eval_set, save_steps=3)
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _wait_for_checkpoint(tmp_path / "checkpoints", process)
+        if how == "sigkill-pod":
+            _kill_pod(process.pid)
+            process.wait(30)
+        else:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 143, stderr[-2000:]
+            assert "stopped by SIGTERM" in stderr
+    finally:
+        if process.poll() is None:  # a failed assertion above: leave nothing running
+            _kill_pod(process.pid)
+    assert not (out / "kfnlp-manifest.json").exists()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    a, b = weights(first), weights(out)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfnlp.errors import KfnlpError, StorageError
+from kfnlp.errors import Preempted, StorageError
 from kfnlp.storage import MANIFEST, fingerprint, is_remote, read_manifest, write_artifact
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,6 @@ POLICY_FIELDS = frozenset(
         "logging_steps",
     }
 )
-
-
-class Preempted(KfnlpError):
-    """Training stopped on SIGTERM after saving a checkpoint; running the stage again resumes it."""
-
-    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 def run_key(stage: str, output: str, config, **inputs: Any) -> str:
@@ -120,16 +114,19 @@ class CheckpointStore:
             self._delete(old)
         return dest
 
+    def local_path(self, step: int, scratch: Path) -> Path:
+        """Where :meth:`fetch` makes checkpoint ``step`` available (the same for every worker of a node)."""
+        return scratch / f"resume-{step:09d}" if is_remote(self.root) else Path(self.uri(step))
+
     def fetch(self, step: int, scratch: Path) -> Path:
         """A local directory holding checkpoint ``step``, for the Trainer to resume from."""
+        local = self.local_path(step, scratch)
         if is_remote(self.root):
             from kfnlp import s3
 
-            local = scratch / f"resume-{step:09d}"
             s3.download_artifact(self.uri(step), local, kind=KIND)
-            return local
-        local = Path(self.uri(step))
-        read_manifest(local, KIND)
+        else:
+            read_manifest(local, KIND)
         return local
 
     def _delete(self, step: int) -> None:
@@ -284,9 +281,9 @@ def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
         ckpt.scratch.mkdir(parents=True, exist_ok=True)
     _barrier(args)
     if step is not None:
-        local = ckpt.scratch / f"resume-{step:09d}"
+        local = ckpt.store.local_path(step, ckpt.scratch)
         if rank0:
-            local = ckpt.store.fetch(step, ckpt.scratch)
+            ckpt.store.fetch(step, ckpt.scratch)
         _barrier(args)
         resume_from = str(local)
         ckpt.resumed_from = step

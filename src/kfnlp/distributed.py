@@ -27,9 +27,11 @@ import importlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -143,7 +145,12 @@ def launch(stage: str, num_processes: int, **kwargs: Any) -> dict:
 
 
 def _wait(process: subprocess.Popen) -> int:
-    """Wait for torchrun; on an interrupt let it stop its workers (SIGTERM) first."""
+    """Wait for torchrun; on an interrupt let it stop its workers (SIGTERM) first. A SIGTERM to
+    this process (what Kubernetes sends the container's main process on preemption) is passed
+    on, so the workers save a checkpoint and stop (:mod:`kfnlp.checkpoints`)."""
+    forward = threading.current_thread() is threading.main_thread()
+    if forward:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
     try:
         return process.wait()
     except BaseException:
@@ -153,6 +160,9 @@ def _wait(process: subprocess.Popen) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
         raise
+    finally:
+        if forward:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _worker_error(stage: str, errors: str, code: int) -> KfnlpError:

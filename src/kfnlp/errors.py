@@ -55,3 +55,9 @@ class SubmitError(KfnlpError):
     not finish within the time allowed."""
 
     exit_code = 7
+
+
+class Preempted(KfnlpError):
+    """Training stopped on SIGTERM after saving a checkpoint; running the stage again resumes it."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a terminated process

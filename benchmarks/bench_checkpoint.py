@@ -30,14 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import log
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.s3_server starts the server
 
 DEFAULT_SAVE_STEPS = 500
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def make_checkpoint(work: Path) -> Path:

@@ -23,7 +23,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +30,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
+from common import log, timed  # noqa: E402
 
 MODEL = "builtin:splade-tiny"
 CORPUS = "builtin:imdb"
@@ -68,17 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.docs, args.steps, args.eval_chunks, args.rounds = args.docs or 1000, min(args.steps, 4), 64, 1
     return args
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def timed(fn, *args):
-    """(result, seconds) of one call."""
-    started = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - started
 
 
 def alternate(rounds: int, baseline, candidate) -> tuple[tuple, tuple]:

@@ -43,6 +43,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
+from common import log, timed  # noqa: E402
 
 MODEL = "builtin:minilm"
 CORPUS = "builtin:wnut16"
@@ -81,17 +82,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--train-seed", type=int, default=SEED, help="seed of initialisation and batch order (the split keeps its own)"
     )
     return parser.parse_args(argv)
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def timed(fn, *args):
-    """(result, seconds) of one call."""
-    started = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - started
 
 
 # -- data -----------------------------------------------------------------------

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import log, timed
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -61,16 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, help="a saved token-classification model (default: tiny)")
     parser.add_argument("--modes", default="embedded,server")
     return parser.parse_args(argv)
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - started
 
 
 def tiny_model(out: Path) -> Path:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import log
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.s3_server starts the server
 
@@ -42,10 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     return parser.parse_args(argv)
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def make_artifact(path: Path, total_mib: int, files: int) -> list[Path]:

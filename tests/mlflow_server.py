@@ -12,41 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.loopback import ServerUnavailable, free_port, venv_command
+
 START_TIMEOUT = 90.0  # seconds; a cold start takes 11-25 s on 2 busy cores
 
 
-class ServerUnavailable(RuntimeError):
-    pass
-
-
-def server_venv() -> Path:
-    venv = Path(os.environ.get("MLFLOW_SERVER_VENV") or ".venv-mlflow-server")
-    return venv if venv.is_absolute() else REPO / venv
-
-
 def server_executable() -> Path:
-    """The ``mlflow`` command of the server venv; ServerUnavailable says how to install it."""
-    executable = server_venv() / "bin" / "mlflow"
-    if not os.access(executable, os.X_OK):
-        raise ServerUnavailable(
-            f"no MLflow server at {executable}: the registry's server-mode tests need it; "
-            "run `make test` (it installs the server venv), or `make mlflow-server`"
-        )
-    return executable
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return venv_command(
+        "MLFLOW_SERVER_VENV", ".venv-mlflow-server", "mlflow", "the registry's server-mode tests", "mlflow-server"
+    )
 
 
 class MlflowServer:

@@ -22,38 +22,16 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.loopback import ServerUnavailable, free_port, venv_command
+
 START_TIMEOUT = 30.0  # seconds; it starts in about 0.5 s
 ROOT_KEY = "kfnlp-test-root"
 ROOT_SECRET = "kfnlp-test-root-secret"
 REGION = "us-east-1"
 
 
-class ServerUnavailable(RuntimeError):
-    pass
-
-
-def server_venv() -> Path:
-    venv = Path(os.environ.get("S3_SERVER_VENV") or ".venv-s3-server")
-    return venv if venv.is_absolute() else REPO / venv
-
-
 def server_executable() -> Path:
-    """The ``ministack`` command of the server venv; ServerUnavailable says how to install it."""
-    executable = server_venv() / "bin" / "ministack"
-    if not os.access(executable, os.X_OK):
-        raise ServerUnavailable(
-            f"no S3 server at {executable}: the S3 storage tests need it; "
-            "run `make test` (it installs the server venv), or `make s3-server`"
-        )
-    return executable
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of asking)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return venv_command("S3_SERVER_VENV", ".venv-s3-server", "ministack", "the S3 storage tests", "s3-server")
 
 
 class S3Server:

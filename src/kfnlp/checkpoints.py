@@ -257,17 +257,6 @@ def _sigterm_sets(event: threading.Event):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _restore_weights(model, checkpoint: Path) -> None:
-    """The Trainer reloads a checkpoint's weights by raw state-dict key, which misses the tensors that
-    ``save_pretrained`` wrote under the base checkpoint's own names (LayerNorm ``gamma``/``beta`` in older
-    BERT checkpoints such as splade-tiny): those silently kept their pre-trained values. Loading them as
-    ``from_pretrained`` does maps the names; the Trainer's own load then changes nothing."""
-    from kfnlp.modeling import SAFE_LOAD
-
-    loaded = type(model).from_pretrained(str(checkpoint), **SAFE_LOAD)
-    model.load_state_dict(loaded.state_dict())
-
-
 def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
     """``trainer.train()`` with checkpoint commits, resume from the newest complete checkpoint of the
     run, and save-and-stop on SIGTERM. ``on_resume(global_step)`` restores state the Trainer does not
@@ -288,7 +277,6 @@ def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
         resume_from = str(local)
         ckpt.resumed_from = step
         log.info("%s: resuming from %s (step %d)", stage, ckpt.store.uri(step), step)
-        _restore_weights(trainer.model, Path(local))
         if on_resume is not None:
             on_resume(json.loads((Path(local) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
     stop = threading.Event()
@@ -316,9 +304,10 @@ def finish(ckpt: Checkpointing, rank0: bool) -> None:
 
 
 def make_trainer(seed: int, **kwargs):
-    """A transformers Trainer whose length-grouped sampler (which otherwise draws from the global
-    torch RNG when an epoch starts) is reseeded from (seed, epoch), so that a resumed run skips
-    exactly the batches it already trained on."""
+    """A transformers Trainer that resumes exactly: checkpoint weights are reloaded with their
+    names mapped, and the length-grouped sampler (which otherwise draws from the global torch RNG
+    when an epoch starts) is reseeded from (seed, epoch), so that a resumed run skips exactly the
+    batches it already trained on."""
     import torch
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -328,6 +317,18 @@ def make_trainer(seed: int, **kwargs):
             self.generator = torch.Generator().manual_seed(seed + epoch)
 
     class ResumableTrainer(Trainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            """The stock reload matches raw state-dict keys, which misses the tensors ``save_pretrained``
+            wrote under the base checkpoint's own names (LayerNorm ``gamma``/``beta`` in older BERT
+            checkpoints such as splade-tiny): they silently kept their pre-trained values. Load the
+            weights as ``from_pretrained`` does, which maps the names."""
+            if model is not None:  # FSDP / SageMaker MP: their own sharded formats
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            from kfnlp.modeling import SAFE_LOAD
+
+            loaded = type(self.model).from_pretrained(str(resume_from_checkpoint), **SAFE_LOAD)
+            self.model.load_state_dict(loaded.state_dict())
+
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:

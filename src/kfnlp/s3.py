@@ -75,7 +75,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kfnlp.errors import ConfigError, StorageError
-from kfnlp.storage import MANIFEST, ArtifactWriter, read_manifest, sha256_file
+from kfnlp.storage import MANIFEST, ArtifactWriter, install, read_manifest, sha256_file, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -1060,12 +1060,7 @@ def _download_version(
     loc = ctx.loc
     base = _base(loc, pointer)
     entries = _file_entries(pointer, str(loc))
-    try:
-        local_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"{local_dir}: cannot create the output directory ({exc.strerror})") from None
-    staging = local_dir.parent / f".{local_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = staging_dir(local_dir)
     bar = _Progress(sum(e["size"] for e in entries), f"download {loc}", progress)
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfnlp-sha256") as hasher:
@@ -1107,7 +1102,7 @@ def _download_version(
                 raise StorageError(f"{loc}: {base}/{MANIFEST} does not match the artifact's manifest")
             manifest_bytes = own[1]
         (staging / MANIFEST).write_bytes(manifest_bytes)
-        _install(staging, local_dir)
+        install(staging, local_dir)
         return json.loads(manifest_bytes.decode("utf-8"))
     finally:
         bar.close()
@@ -1117,20 +1112,6 @@ def _download_version(
 def _replaced(ctx: _Context, pointer: dict[str, Any]) -> bool:
     found = ctx.get_json(ctx.loc.child(MANIFEST))
     return found is not None and found[0].get(POINTER_VERSION_KEY) != pointer.get(POINTER_VERSION_KEY)
-
-
-def _install(staging: Path, dest: Path) -> None:
-    """Rename a complete staging directory to ``dest``, replacing what was there, as storage.write_artifact does."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(staging, dest)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
 
 
 @contextlib.contextmanager

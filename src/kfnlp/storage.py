@@ -131,28 +131,39 @@ def read_any_manifest(ref: str | os.PathLike, kind: str | None = None) -> dict[s
     return read_manifest(ref, kind)
 
 
-@contextlib.contextmanager
-def write_local_artifact(dest: str | os.PathLike, kind: str) -> Iterator[ArtifactWriter]:
-    """Write an artifact directory atomically; the manifest is written last."""
-    dest = Path(dest)
+def staging_dir(dest: Path) -> Path:
+    """A new hidden directory next to ``dest``, to fill and then :func:`install` as ``dest``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{dest}: cannot create the output directory ({exc.strerror})") from None
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def install(staging: Path, dest: Path) -> None:
+    """Rename a complete staging directory to ``dest``; what was there is removed only afterwards."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    if old is not None:
+        _clear_path(old)
+
+
+@contextlib.contextmanager
+def write_local_artifact(dest: str | os.PathLike, kind: str) -> Iterator[ArtifactWriter]:
+    """Write an artifact directory atomically; the manifest is written last."""
+    dest = Path(dest)
+    tmp = staging_dir(dest)
     writer = ArtifactWriter(tmp, kind)
     try:
         yield writer
         manifest = writer._manifest()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            _clear_path(old)
+        install(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

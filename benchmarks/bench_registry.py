@@ -91,8 +91,8 @@ def register(registry, name: str, model: Path, f1: float):
 def run_mode(mode: str, model: Path, versions: int, work: Path) -> dict[str, float]:
     from transformers import pipeline
 
-    from kfnlp.promotion import PromoteConfig, promote
     from kfnlp.registry import Registry, default_tracking_uri
+    from kfnlp.registry.promotion import PromoteConfig, promote
 
     home = work / mode / "home"
     home.mkdir(parents=True)

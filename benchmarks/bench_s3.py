@@ -1,13 +1,13 @@
-"""Benchmark S3 artifact transfers: kfnlp.s3 vs plain boto3, against a loopback S3 server.
+"""Benchmark S3 artifact transfers: kfnlp.storage.s3 vs plain boto3, against a loopback S3 server.
 
 A model-sized artifact (by default 3 files of random bytes, 100 MiB in all, plus its
 manifest) is uploaded and downloaded with
 
   boto3   ``client.upload_file`` / ``client.download_file`` per file (default TransferConfig,
           botocore's default CRC32 upload checksums), nothing else
-  kfnlp   ``kfnlp.s3.upload_artifact`` (re-hashes the local files against the manifest,
+  kfnlp   ``kfnlp.storage.s3.upload_artifact`` (re-hashes the local files against the manifest,
           SHA-256 part checksums, a listing check, the version manifest and the pointer)
-          and ``kfnlp.s3.download_artifact`` (pointer + version manifest, SHA-256 of every
+          and ``kfnlp.storage.s3.download_artifact`` (pointer + version manifest, SHA-256 of every
           file, staging directory renamed into place); once with its default SHA-256 upload
           checksums and once with CRC32 (``KFNLP_S3_CHECKSUM=CRC32``), boto3's own default
 
@@ -76,7 +76,7 @@ def boto3_round(client, bucket: str, files: list[Path], dest: Path) -> tuple[flo
 
 
 def kfnlp_round(local: Path, uri: str, dest: Path, checksum: str) -> tuple[float, float]:
-    from kfnlp import s3
+    from kfnlp.storage import s3
 
     settings = s3.S3Settings(checksum=checksum)
     started = time.perf_counter()

@@ -4,8 +4,6 @@ built once per session from the embedded model and IMDB reviews."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL = "builtin:splade-tiny"
+from tests.support.cli import MODEL, REPO, run_cli  # noqa: F401  (REPO, run_cli: for the fixtures below)
 
 
 @pytest.fixture(autouse=True)
@@ -45,18 +42,6 @@ def tiny_eval_set(tiny_dataset, tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
-    """Run the installed ``kfnlp`` command as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "kfnlp", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=timeout,
-    )
-
-
 def _serve(server, unavailable: type[Exception]):
     """Start a loopback test server for the session; fail (never skip) when its venv is
     missing: CI must not pass without the tests that need it."""
@@ -78,7 +63,7 @@ def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on a free loopback port for the whole session (started on
     first use, 10-25 s): an ``MlflowServer`` whose ``.uri`` is the tracking URI. Tests may
     ``stop()`` and ``start()`` it again (same store, same port)."""
-    from tests.mlflow_server import MlflowServer, ServerUnavailable
+    from tests.support.mlflow_server import MlflowServer, ServerUnavailable
 
     yield from _serve(MlflowServer(tmp_path_factory.mktemp("mlflow-server")), ServerUnavailable)
 
@@ -88,7 +73,7 @@ def s3_server(tmp_path_factory):
     """A real S3-compatible server (ministack) on a free loopback port for the whole session
     (started on first use, ~0.5 s): an ``S3Server`` whose ``.uri`` is the endpoint. Tests may
     ``stop()``/``kill()`` and ``start()`` it again (same objects, same port)."""
-    from tests.s3_server import S3Server, ServerUnavailable
+    from tests.support.s3_server import S3Server, ServerUnavailable
 
     yield from _serve(S3Server(tmp_path_factory.mktemp("s3-server")), ServerUnavailable)
 
@@ -99,7 +84,7 @@ def s3_bucket(s3_server, monkeypatch, tmp_path):
     pointing at it, isolated from any AWS config on the machine. ``s3_bucket.uri("x")`` is
     ``s3://<bucket>/x``. (ministack keeps only objects on disk: an empty bucket does not survive
     a restart of the server.)"""
-    from tests.s3_server import S3Bucket
+    from tests.support.s3_server import S3Bucket
 
     s3_server.start()  # a test before may have stopped it
     for name in list(os.environ):

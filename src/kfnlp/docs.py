@@ -203,11 +203,11 @@ def _table(cls: type, code: Any, embedded: Any, where: str) -> list[str]:
 
 def render_reference() -> str:
     """The generated part of docs/configuration.md (without the markers)."""
-    from kfnlp import pipelines
-    from kfnlp.runner import load_config
+    from kfnlp import catalog
+    from kfnlp.catalog import load_config
 
     lines: list[str] = []
-    for entry in pipelines.PIPELINES.values():
+    for entry in catalog.PIPELINES.values():
         cls = entry.config_type
         code, embedded = cls(), load_config(entry)
         defaults = f"pipelines/{entry.defaults_file.parent.name}/{entry.defaults_file.name}"
@@ -277,7 +277,7 @@ def targets(root: Path) -> dict[Path, Callable[[], str]]:
     """Every generated document under the repository ``root`` and what renders it."""
     import yaml
 
-    from kfnlp import cluster
+    from kfnlp.launch.cluster import settings as cluster
 
     out: dict[Path, Callable[[], str]] = {
         root / "docs" / "configuration.md": render_reference,

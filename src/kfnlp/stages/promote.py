@@ -1,5 +1,5 @@
 """promote: the gate after register; the new version becomes @champion only if it
-beats the current one on the same eval set (see kfnlp.promotion)."""
+beats the current one on the same eval set (see kfnlp.registry.promotion)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kfnlp.errors import InputError
-from kfnlp.promotion import PromoteConfig, promote
 from kfnlp.registry import Registry
+from kfnlp.registry.promotion import PromoteConfig, promote
 
 log = logging.getLogger(__name__)
 

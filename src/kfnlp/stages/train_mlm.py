@@ -65,7 +65,7 @@ def check_same_vocabulary(tokenizer, manifest: dict, where: str) -> None:
 def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, base_model: str) -> dict:
     """Adapt ``base_model`` to the ``dataset`` chunks; write a model artifact. With
     ``config.num_processes`` > 1, train data-parallel in that many torchrun workers."""
-    from kfnlp import distributed
+    from kfnlp.training import distributed
 
     if distributed.should_launch(config.num_processes):
         return distributed.launch(
@@ -80,10 +80,16 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     import datasets
     from transformers import set_seed
 
-    from kfnlp import checkpoints
     from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
     from kfnlp.stages.mask_eval import mask_spec
-    from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
+    from kfnlp.training import (
+        checkpoints,
+        progress_callback,
+        resolve_precision,
+        schedule_arguments,
+        summarize,
+        training_arguments,
+    )
 
     started = time.monotonic()
     data_dir, data_manifest = open_artifact(dataset, kind="dataset")

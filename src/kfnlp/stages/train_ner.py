@@ -71,7 +71,7 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     """Fine-tune ``base_model`` (Hub id, path, builtin or a train-mlm artifact) on the
     preprocess-ner ``dataset``; write a model artifact loadable by ``pipeline()``. With
     ``config.num_processes`` > 1, train data-parallel in that many torchrun workers."""
-    from kfnlp import distributed
+    from kfnlp.training import distributed
 
     if distributed.should_launch(config.num_processes):
         return distributed.launch(
@@ -80,11 +80,17 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     import datasets
     from transformers import DataCollatorForTokenClassification, set_seed
 
-    from kfnlp import checkpoints
     from kfnlp.modeling import load_token_classifier, load_tokenizer
     from kfnlp.stages.preprocess_ner import LABELS_FILE, load_labels
     from kfnlp.stages.train_mlm import check_same_vocabulary
-    from kfnlp.training import progress_callback, resolve_precision, schedule_arguments, summarize, training_arguments
+    from kfnlp.training import (
+        checkpoints,
+        progress_callback,
+        resolve_precision,
+        schedule_arguments,
+        summarize,
+        training_arguments,
+    )
 
     started = time.monotonic()
     local, manifest = open_artifact(dataset, kind="dataset")

@@ -1,0 +1,176 @@
+"""``kfnlp registry``: look at versions, aliases, metrics and decisions; promote and roll back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from kfnlp.registry import Registry
+from kfnlp.registry.promotion import CHAMPION, PREVIOUS, PromoteConfig, decisions, promote, rollback
+
+SHOWN_METRICS = ("perplexity", "f1", "precision", "recall", "strict_f1", "eval_loss")
+
+
+def add_parser(sub) -> None:
+    registry = sub.add_parser(
+        "registry",
+        help="model registry: list, show, diff, promote, rollback",
+        description="The model registry (MLflow): the embedded store under the kfnlp home by default, "
+        "or the server in $MLFLOW_TRACKING_URI / --tracking-uri. Models load from it with "
+        "--model models:/NAME@champion or models:/NAME/VERSION.",
+    )
+    registry.add_argument(
+        "--tracking-uri", metavar="URI", help="registry URI (default: $MLFLOW_TRACKING_URI or embedded)"
+    )
+    registry.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    actions = registry.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="models, or the versions of one model")
+    listing.add_argument("name", nargs="?", metavar="NAME")
+    show = actions.add_parser("show", help="one version (default: the champion) with metrics, tags and decisions")
+    show.add_argument("name", metavar="NAME")
+    show.add_argument("version", nargs="?", metavar="VERSION", help="a number or @ALIAS (default: @champion)")
+    diff = actions.add_parser("diff", help="two versions side by side")
+    diff.add_argument("name", metavar="NAME")
+    diff.add_argument("a", metavar="A", help="a version number or @ALIAS")
+    diff.add_argument("b", metavar="B", help="a version number or @ALIAS")
+    prom = actions.add_parser(
+        "promote",
+        help="run the promotion gate for a version",
+        description="Make VERSION @champion if it was evaluated on the champion's eval set and beats it by "
+        "--margin on the primary metric without guard regressions. The decision is recorded either way.",
+    )
+    prom.add_argument("name", metavar="NAME")
+    prom.add_argument("version", type=int, metavar="VERSION")
+    prom.add_argument("--margin", type=float, default=0.0, help="required improvement of the primary metric")
+    prom.add_argument("--guard", action="append", default=[], metavar="METRIC:TOL", help="e.g. recall:0.02")
+    prom.add_argument("--force", action="store_true", help="promote even if the gate rejects (recorded as forced)")
+    back = actions.add_parser("rollback", help="make @previous-champion the champion again")
+    back.add_argument("name", metavar="NAME")
+
+
+def _version_ref(registry: Registry, name: str, ref: str | None):
+    ref = ref or f"@{CHAMPION}"
+    return registry.resolve(f"models:/{name}{ref}" if ref.startswith("@") else f"models:/{name}/{ref}")
+
+
+def _aliases(registry: Registry, name: str) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for alias, version in registry.get_model(name).aliases.items():
+        out.setdefault(int(version), []).append(alias)
+    return out
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else f"{c:.4g}" if isinstance(c, float) else str(c) for c in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _version_row(registry: Registry, version, aliases: dict[int, list[str]]) -> dict[str, Any]:
+    metrics = dict(registry.client.get_run(version.run_id).data.metrics) if version.run_id else {}
+    return {
+        "version": int(version.version),
+        "aliases": sorted(aliases.get(int(version.version), [])),
+        "decision": version.tags.get("kfnlp.decision", ""),
+        "primary_metric": version.tags.get("kfnlp.primary_metric"),
+        "metrics": metrics,
+        "eval_set": (version.tags.get("kfnlp.eval_set_fingerprint") or "")[:12],
+        "created": version.creation_timestamp,
+        "pipeline_run": version.tags.get("kfnlp.pipeline_run"),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = Registry(args.tracking_uri)
+    if args.action == "promote":
+        decision = promote(
+            registry, args.name, args.version, PromoteConfig(margin=args.margin, guards=args.guard), args.force
+        )
+        print(json.dumps(decision.__dict__, indent=2) if args.json else decision.line())
+        return 0 if decision.outcome in ("promoted", "unchanged") else 3
+    if args.action == "rollback":
+        decision = rollback(registry, args.name)
+        print(json.dumps(decision.__dict__, indent=2) if args.json else decision.line())
+        return 0
+    if args.action == "list" and not args.name:
+        models = [
+            {"name": m.name, "task": m.tags.get("kfnlp.task", ""), "aliases": dict(m.aliases)}
+            for m in registry.models()
+        ]
+        if args.json:
+            print(json.dumps(models, indent=2))
+        else:
+            print(
+                _table(
+                    ["model", "task", "champion", "previous"],
+                    [[m["name"], m["task"], m["aliases"].get(CHAMPION), m["aliases"].get(PREVIOUS)] for m in models],
+                )
+                if models
+                else f"no models in {registry.display_uri}"
+            )
+        return 0
+    aliases = _aliases(registry, args.name)
+    if args.action == "list":
+        rows = [_version_row(registry, v, aliases) for v in registry.versions(args.name)]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        keys = [k for k in SHOWN_METRICS if any(k in r["metrics"] for r in rows)]
+        print(
+            _table(
+                ["version", "aliases", *keys, "eval set", "decision"],
+                [
+                    [
+                        r["version"],
+                        ",".join(r["aliases"]),
+                        *[r["metrics"].get(k) for k in keys],
+                        r["eval_set"],
+                        r["decision"],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+        return 0
+    if args.action == "show":
+        version = _version_ref(registry, args.name, args.version)
+        row = _version_row(registry, version, aliases)
+        row["tags"] = dict(version.tags)
+        row["source"] = version.source
+        row["decisions"] = [d for d in decisions(registry, args.name) if d["version"] == row["version"]]
+        if args.json:
+            print(json.dumps(row, indent=2))
+            return 0
+        print(f"{args.name} version {row['version']} {' '.join('@' + a for a in row['aliases'])}".rstrip())
+        print(_table(["metric", "value"], [[k, v] for k, v in sorted(row["metrics"].items())]))
+        print()
+        print(_table(["tag", "value"], [[k, v] for k, v in sorted(row["tags"].items())]))
+        if row["decisions"]:
+            print()
+            print(
+                _table(
+                    ["#", "outcome", "reason", "forced", "by", "time"],
+                    [
+                        [d["sequence"], d["outcome"], d["reason"], d["forced"], d["by"], d["time"]]
+                        for d in row["decisions"]
+                    ],
+                )
+            )
+        return 0
+    a, b = (_version_row(registry, _version_ref(registry, args.name, ref), aliases) for ref in (args.a, args.b))
+    keys = sorted(set(a["metrics"]) | set(b["metrics"]))
+    rows = []
+    for key in keys:
+        x, y = a["metrics"].get(key), b["metrics"].get(key)
+        rows.append([key, x, y, (y - x) if x is not None and y is not None else None])
+    rows.append(["eval set", a["eval_set"], b["eval_set"], "same" if a["eval_set"] == b["eval_set"] else "DIFFERENT"])
+    if args.json:
+        print(json.dumps({"a": a, "b": b}, indent=2))
+        return 0
+    print(_table(["", f"v{a['version']}", f"v{b['version']}", "B - A"], rows))
+    return 0

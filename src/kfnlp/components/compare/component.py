@@ -1,0 +1,28 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Markdown, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def compare(
+    config: str,
+    mlm_base: Input[Artifact],
+    mlm_adapted: Input[Artifact],
+    ner_base: Input[Artifact],
+    ner_adapted: Input[Artifact],
+    comparison: Output[Artifact],
+    report: Output[Markdown],
+    html: Output[HTML],
+):
+    """Base versus adapted encoder: perplexity before/after and NER F1 (overall, per entity, bootstrap interval)."""
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import copy_file, destination, source, stage_guard
+    from kfnlp.stages.compare import CompareConfig, compare
+
+    with stage_guard("compare", comparison):
+        cfg = from_json(CompareConfig, config, "compare")
+        out = destination(comparison)
+        compare(source(mlm_base), source(mlm_adapted), source(ner_base), source(ner_adapted), out, cfg)
+        copy_file(out, "report.md", report.path)
+        copy_file(out, "report.html", html.path)

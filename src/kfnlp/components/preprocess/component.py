@@ -1,0 +1,19 @@
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def preprocess(config: str, tokenizer: str, dataset: Output[Dataset], corpus: Optional[Input[Dataset]] = None):
+    """Read a corpus, split it, tokenize and chunk it into a masked-LM dataset. With ``corpus``
+    (a preprocess-ner dataset) the text is that dataset's training sentences instead of ``source``."""
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import destination, source, stage_guard
+    from kfnlp.stages.preprocess import PreprocessConfig, preprocess, with_corpus
+
+    with stage_guard("preprocess", dataset):
+        cfg = from_json(PreprocessConfig, config, "preprocess")
+        preprocess(destination(dataset), with_corpus(cfg, source(corpus) if corpus is not None else None), tokenizer)

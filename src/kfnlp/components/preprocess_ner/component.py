@@ -1,0 +1,15 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def preprocess_ner(config: str, tokenizer: str, dataset: Output[Dataset]):
+    """Read labelled sentences, split them, tokenize them and align the labels to sub-tokens."""
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import destination, stage_guard
+    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
+
+    with stage_guard("preprocess-ner", dataset):
+        preprocess_ner(destination(dataset), from_json(NerPreprocessConfig, config, "preprocess_ner"), tokenizer)

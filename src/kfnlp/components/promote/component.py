@@ -1,0 +1,25 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote(config: str, register_config: str, registered: Input[Artifact], decision: Output[Artifact]):
+    """The promotion gate: make the new version @champion only if it beats the current champion."""
+    import json
+    import os
+
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import stage_guard
+    from kfnlp.registry.promotion import PromoteConfig
+    from kfnlp.stages.promote import promote_registered
+    from kfnlp.stages.register import RegisterConfig
+
+    with stage_guard("promote", decision):
+        registry = from_json(RegisterConfig, register_config, "register")
+        result = promote_registered(registered.path, from_json(PromoteConfig, config, "promote"), registry.tracking_uri)
+        os.makedirs(os.path.dirname(decision.path), exist_ok=True)
+        with open(decision.path, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+        decision.metadata.update({"outcome": result["outcome"], "reason": result["reason"]})

@@ -1,0 +1,25 @@
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_ner(
+    config: str,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    base_model_ref: str = "",
+    base_model: Optional[Input[Model]] = None,
+):
+    """Fine-tune an encoder (a Hub id, path or builtin, or a train-mlm artifact) for token classification."""
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import destination, source, stage_guard, with_checkpoint_dir
+    from kfnlp.stages.train_ner import TrainNerConfig, train_ner
+
+    with stage_guard("train-ner", model):
+        encoder = source(base_model) if base_model is not None else base_model_ref
+        cfg = with_checkpoint_dir(from_json(TrainNerConfig, config, "train_ner"), model)
+        train_ner(source(dataset), destination(model), cfg, encoder)

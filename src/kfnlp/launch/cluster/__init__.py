@@ -1,0 +1,1 @@
+"""Kubeflow clusters: compile settings, compile, and the KFP API (upload, submit)."""

@@ -1,0 +1,246 @@
+"""``kfnlp compile``: a pipeline as KFP v2 IR YAML for a Kubernetes cluster.
+
+The pipeline modules stay free of cluster details (they also run under kfp.local).
+Here the catalog's pipeline function is re-traced inside a wrapper pipeline that,
+after the function has created its tasks, gives each task its image, resources,
+GPUs, scheduling, secrets, retries and caching through the KFP and kfp-kubernetes
+APIs, so the compiler itself writes the executor and platform specs. The image is
+set per task (``set_container_image``) rather than through ``$KFNLP_IMAGE`` at
+import time, so one process can compile for any image and nothing depends on
+import order. The stage config is baked in as the parameters' defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
+from kfnlp.errors import ConfigError
+from kfnlp.launch.cluster.settings import (
+    HF_KEYS,
+    HUB_STAGES,
+    REGISTRY_OPTIONAL_KEYS,
+    REGISTRY_STAGES,
+    S3_KEYS,
+    S3_OPTIONAL_KEYS,
+    SECTION,
+    STAGE_NAMES,
+    ClusterConfig,
+    load_cluster,
+    parse_label,
+    parse_toleration,
+)
+
+log = logging.getLogger(__name__)
+
+SHM_VOLUME = "dshm"
+# env vars whose values must never reach a compiled pipeline
+SENSITIVE_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|ACCESS_KEY|CREDENTIAL|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s@:]*:[^/\s@]+@")
+
+
+@dataclass
+class Compiled:
+    path: Path
+    pipeline: str
+    cluster: ClusterConfig
+    gpu_tasks: list[str]
+
+
+def load_configs(entry, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """(pipeline config, cluster config): embedded defaults <- file <- --set, as
+    ``kfnlp run`` merges them, with the ``cluster`` section split off."""
+    data = read_yaml(entry.defaults_file)
+    if config_file:
+        try:
+            data = deep_merge(data, read_yaml(config_file))
+            _build(entry, data)
+        except ConfigError as exc:
+            raise blame_file(exc, config_file) from None
+    return _build(entry, apply_overrides(data, overrides))
+
+
+def _build(entry, data: dict[str, Any]):
+    data = dict(data)
+    cluster = data.pop(SECTION, None)
+    return build(entry.config_type, data), load_cluster(cluster)
+
+
+def configure_task(task, cluster: ClusterConfig) -> int:
+    """Apply the cluster settings to one task; return its GPU count."""
+    from kfp import kubernetes
+
+    stage = task.component_spec.name
+    if stage not in STAGE_NAMES:
+        raise ConfigError(
+            f"stage {stage!r} has no cluster settings; add it to kfnlp.launch.cluster.settings.STAGE_NAMES"
+        )
+    p = cluster.profile(stage)
+    task.set_container_image(cluster.image)
+    task.set_env_variable("KFNLP_IMAGE", cluster.image)  # register records the image in the model's lineage
+    for setting in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        if getattr(p, setting):
+            getattr(task, f"set_{setting}")(getattr(p, setting))
+    if p.gpus:
+        task.set_accelerator_type(cluster.gpu_resource).set_accelerator_limit(p.gpus)
+    for label in p.node_selector:
+        kubernetes.add_node_selector(task, *parse_label(label))
+    for toleration in p.tolerations:
+        kubernetes.add_toleration(task, **parse_toleration(toleration))
+    if p.shm_size:
+        kubernetes.empty_dir_mount(task, SHM_VOLUME, "/dev/shm", medium="Memory", size_limit=p.shm_size)
+    if p.retries:
+        task.set_retry(p.retries, cluster.retry_backoff, cluster.retry_backoff_factor, cluster.retry_backoff_max)
+    task.set_caching_options(enable_caching=stage in cluster.cache_stages)
+    if cluster.image_pull_secret:
+        kubernetes.set_image_pull_secrets(task, [cluster.image_pull_secret])
+    if cluster.s3_secret:
+        kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_KEYS)
+        kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_OPTIONAL_KEYS, optional=True)
+    if cluster.hf_token_secret and stage in HUB_STAGES:
+        kubernetes.use_secret_as_env(task, cluster.hf_token_secret, HF_KEYS)
+    if cluster.registry_secret and stage in REGISTRY_STAGES:
+        kubernetes.use_secret_as_env(task, cluster.registry_secret, REGISTRY_OPTIONAL_KEYS, optional=True)
+    return p.gpus
+
+
+def retrace(original, configure, pipeline_root: str | None = None):
+    """The pipeline ``original`` traced again, with ``configure(task)`` called on each task
+    once the pipeline function has created them all."""
+    from kfp import dsl
+    from kfp.dsl import pipeline_context
+
+    func = original.pipeline_func
+
+    @functools.wraps(func)
+    def configured(*args):
+        outputs = func(*args)
+        for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+            configure(task)
+        return outputs
+
+    return dsl.pipeline(
+        name=original.component_spec.name,
+        description=original.pipeline_spec.pipeline_info.description or None,
+        pipeline_root=pipeline_root,
+    )(configured)
+
+
+def cluster_pipeline(entry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None):
+    """``entry``'s pipeline, traced again with every task configured for ``cluster``."""
+
+    def configure(task) -> None:
+        gpus = configure_task(task, cluster)
+        if gpus and gpu_tasks is not None:
+            gpu_tasks.append(f"{task._task_spec.display_name or task.name} x{gpus}")
+
+    return retrace(entry.load(), configure, cluster.pipeline_root or None)
+
+
+def check_no_credentials(config: Any, prefix: str = "") -> None:
+    """A password in a URL (user:pass@host) would be baked into the YAML: refuse it."""
+    for key, value in (to_dict(config) if dataclasses.is_dataclass(config) else config).items():
+        if isinstance(value, dict):
+            check_no_credentials(value, f"{prefix}{key}.")
+        elif any(
+            isinstance(v, str) and URL_PASSWORD.search(v) for v in (value if isinstance(value, list) else [value])
+        ):
+            raise ConfigError(
+                f"{prefix}{key}: the URL holds a password, which would be written into the compiled pipeline; "
+                f"give credentials through a Kubernetes secret ({SECTION}.registry_secret, {SECTION}.s3_secret)",
+                f"{prefix}{key}",
+            )
+
+
+def check_no_env_secrets(text: str) -> None:
+    """Belt and braces: no value of a credential-like env var may appear in the YAML."""
+    for name, value in os.environ.items():
+        if SENSITIVE_ENV.search(name) and len(value) >= 8 and value in text:
+            raise ConfigError(
+                f"the compiled pipeline would contain the value of ${name}; not written. Remove it from the "
+                f"config and give it to the pods through a Kubernetes secret ({SECTION}.*_secret)"
+            )
+
+
+def compile_pipeline(
+    name: str, output: str | os.PathLike, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Compiled:
+    """Compile pipeline ``name`` to ``output`` (written whole or not at all)."""
+    from kfnlp import catalog
+
+    entry = catalog.get(name)
+    config, cluster = load_configs(entry, config_file, overrides)
+    output = Path(output)
+    if output.suffix not in (".yaml", ".yml"):
+        raise ConfigError(f"--output {output}: expected a .yaml file (KFP reads pipeline YAML)")
+    if not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
+    return compile_to(entry, config, cluster, output)
+
+
+def compile_to(entry, config, cluster: ClusterConfig, output: Path) -> Compiled:
+    """The one place pipelines are compiled for a cluster (compile, submit and upload)."""
+    from kfp import compiler
+
+    from kfnlp.catalog import pipeline_arguments
+
+    check_no_credentials(config)
+    if "register" in {f.name for f in dataclasses.fields(config)} and not (
+        cluster.registry_secret or config.register.tracking_uri
+    ):
+        log.warning(
+            "kfnlp: warning: no %s.registry_secret and no register.tracking_uri: register and promote will use "
+            "an MLflow store inside their pod, which is lost when the pod ends",
+            SECTION,
+        )
+    gpu_tasks: list[str] = []
+    pipeline = cluster_pipeline(entry, cluster, gpu_tasks)
+    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")
+    try:
+        compiler.Compiler().compile(pipeline, str(tmp), pipeline_parameters=pipeline_arguments(config))
+        check_no_env_secrets(tmp.read_text(encoding="utf-8"))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Compiled(output, entry.name, cluster, gpu_tasks)
+
+
+# --- the CLI command --------------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Compile a pipeline to KFP v2 pipeline YAML for a Kubeflow cluster: the stage config
+(embedded defaults <- --config <- --set) becomes the parameters' defaults, and the
+cluster: section of the config (--set cluster.KEY=VALUE) sets the image, CPU/memory,
+GPUs, node selector, tolerations, /dev/shm, secrets (by name only), retries, caching
+and the pipeline root. See docs/cluster.md."""
+
+
+def add_parser(sub, add_config_flags) -> None:
+    parser = sub.add_parser(
+        "compile",
+        help="compile a pipeline for a Kubeflow cluster",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("pipeline", metavar="PIPELINE", help="pipeline name (see `kfnlp pipelines`)")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE.yaml", help="where to write the pipeline")
+    add_config_flags(parser, "cluster.train.gpus=2")
+
+
+def run(args) -> int:
+    result = compile_pipeline(args.pipeline, args.output, args.config, args.overrides)
+    c = result.cluster
+    gpus = f"{c.gpu_resource}: {', '.join(result.gpu_tasks)}" if result.gpu_tasks else "no GPUs"
+    print(
+        f"kfnlp: compiled {result.pipeline} to {result.path} (image {c.image}; {gpus}; "
+        f"pipeline root {c.pipeline_root or 'the deployment default'})"
+    )
+    return 0

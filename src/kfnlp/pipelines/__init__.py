@@ -1,0 +1,1 @@
+"""The @dsl.pipeline functions (wiring only); their catalog is kfnlp.catalog."""

@@ -1,0 +1,158 @@
+"""Trainer set-up shared by the training stages: precision, arguments, progress."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` means bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.
+
+    An explicit ``bf16`` also runs on CPU (autocast); ``fp16`` needs a GPU and falls
+    back to fp32 with a warning.
+    """
+    import torch
+
+    if requested != "auto":
+        if requested == "fp16" and not torch.cuda.is_available():
+            log.warning("fp16 needs a GPU; training in fp32 on CPU")
+            return "no"
+        return requested
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
+    """TrainingArguments with kfnlp's house rules: no Hub, no reporting integrations,
+    safetensors, quiet progress bars when nobody is watching a terminal."""
+    import torch
+    from transformers import TrainingArguments
+
+    from kfnlp.training.distributed import ddp_backend
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        push_to_hub=False,
+        disable_tqdm=not sys.stderr.isatty(),
+        ddp_backend=ddp_backend(),  # gloo for CPU workers of a data-parallel run
+        # True multiplies each process's loss by the number of processes, expecting the model to
+        # divide by the global token count; models that take **kwargs but average their loss
+        # themselves (BertForTokenClassification, BertForMaskedLM) then train with N-times gradients
+        average_tokens_across_devices=False,
+        **kwargs,
+    )
+
+
+def check_schedule(config) -> None:
+    """Checks of the fields every training config shares (ValueError naming the field)."""
+    if config.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if config.max_steps <= 0 and config.num_epochs <= 0:
+        raise ValueError("set num_epochs > 0 or max_steps > 0")
+    if not 0.0 <= config.warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+    if config.eval_strategy == "steps" and not config.eval_steps:
+        raise ValueError("eval_strategy steps needs eval_steps")
+    if config.save_minutes is not None and config.save_minutes <= 0:
+        raise ValueError(f"save_minutes must be > 0 (or unset), got {config.save_minutes}")
+    if config.save_total_limit < 1:
+        raise ValueError(f"save_total_limit must be >= 1, got {config.save_total_limit}")
+    if config.num_processes < 0:
+        raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {config.num_processes}")
+
+
+def schedule_arguments(config, output_dir: str) -> dict[str, Any]:
+    """TrainingArguments keywords for the fields every training config shares; ``output_dir`` is
+    where the Trainer saves checkpoints before kfnlp commits them (see :mod:`kfnlp.training.checkpoints`)."""
+    return {
+        "output_dir": output_dir,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.eval_batch_size or config.batch_size,
+        "num_train_epochs": config.num_epochs,
+        "max_steps": config.max_steps,
+        "warmup_steps": config.warmup_ratio,  # a float < 1 is a share of the steps in transformers 5
+        "eval_steps": config.eval_steps,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "seed": config.seed,
+    }
+
+
+def progress_callback(stage: str):
+    """A TrainerCallback that logs one line per logging step: readable in pipeline logs
+    where tqdm bars (carriage returns) are not."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            log.info("%s: training for %d steps", stage, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs:
+                return
+            elapsed = time.monotonic() - self.started
+            done = state.global_step / max(state.max_steps, 1)
+            eta = elapsed / done - elapsed if done > 0 else math.nan
+            shown = {k: round(v, 4) for k, v in logs.items() if isinstance(v, float) and ("loss" in k or "f1" in k)}
+            log.info(
+                "%s: step %d/%d (%.0f%%) %s elapsed %.0fs eta %.0fs",
+                stage,
+                state.global_step,
+                state.max_steps,
+                100 * done,
+                " ".join(f"{k}={v}" for k, v in shown.items()),
+                elapsed,
+                eta,
+            )
+
+    return _Progress()
+
+
+def summarize(trainer, train_output, seconds: float) -> dict[str, Any]:
+    """The facts a user wants after training: steps, speed, losses, data parallelism."""
+    history = trainer.state.log_history
+    metrics = dict(train_output.metrics)
+    args = trainer.args
+    train_loss = metrics.get("train_loss")
+    if args.world_size > 1 and train_loss is not None:
+        # the Trainer adds each process's own losses since the last log line: average them
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([train_loss], dtype=torch.float64, device=args.device)
+        dist.all_reduce(value)
+        train_loss = value.item() / args.world_size
+    return {
+        "global_step": trainer.state.global_step,
+        "world_size": args.world_size,  # data-parallel processes
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "epochs": trainer.state.epoch,
+        "train_loss": train_loss,
+        "train_runtime_s": metrics.get("train_runtime"),
+        "train_samples_per_second": metrics.get("train_samples_per_second"),
+        "wall_time_s": seconds,
+        "losses": [
+            {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate")}
+            for entry in history
+            if "loss" in entry or "eval_loss" in entry
+        ],
+    }

@@ -1,0 +1,339 @@
+"""Training checkpoints that survive a killed pod, and resuming from them.
+
+The Trainer saves its whole state (weights, optimizer, scheduler, RNG states, global step)
+into a local scratch directory every ``save_steps`` steps (or epoch, for train-ner) and,
+with ``save_minutes``, whenever that much time has passed. Each save is then committed to
+the checkpoint store as an artifact of its own, complete only with its manifest (written
+last), local or on S3::
+
+    <checkpoint_dir>/<run key>/step-000000120/   model.safetensors, optimizer.pt, scheduler.pt,
+                                                 rng_state.pth, trainer_state.json, ...
+
+The newest ``save_total_limit`` complete checkpoints are kept; an older one is deleted only
+after a newer one is complete. On start a training stage resumes from the newest complete
+checkpoint of its run key: the output URI plus every setting and input that shapes the run
+(a changed config never resumes a different run's state). The data position is restored
+exactly: the Trainer skips the batches already trained on (its samplers are seeded per
+epoch, see :class:`EpochSeededLengthGroupedSampler`) and the masking collator draws each
+batch's masks from (seed, batch index). SIGTERM, what Kubernetes sends before it kills a
+preempted pod, makes the stage save a checkpoint at the end of the current step and exit
+(:class:`Preempted`); the stage run again with the same output resumes there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfnlp.errors import Preempted, StorageError
+from kfnlp.storage import MANIFEST, fingerprint, is_remote, read_manifest, write_artifact
+
+log = logging.getLogger(__name__)
+
+KIND = "checkpoint"
+STEP_RE = re.compile(r"^step-(\d{9})$")
+# settings that decide when and where state is saved, not what is trained: changing them keeps the run key
+POLICY_FIELDS = frozenset(
+    {
+        "checkpoint_dir",
+        "save_steps",
+        "save_strategy",
+        "save_minutes",
+        "save_total_limit",
+        "keep_checkpoints",
+        "resume",
+        "logging_steps",
+    }
+)
+
+
+def run_key(stage: str, output: str, config, **inputs: Any) -> str:
+    """Identity of one training run: the output it writes and everything that shapes its trajectory."""
+    settings = {k: v for k, v in asdict(config).items() if k not in POLICY_FIELDS}
+    return fingerprint(stage, str(output).rstrip("/"), settings, inputs)[:16]
+
+
+def default_checkpoint_dir(output: str) -> str:
+    return f"{str(output).rstrip('/')}-checkpoints"
+
+
+@dataclass
+class CheckpointStore:
+    """The committed checkpoints of one run, under ``root`` (a local directory or an s3:// URI)."""
+
+    root: str
+    keep: int = 2
+
+    def uri(self, step: int) -> str:
+        return f"{self.root}/step-{step:09d}"
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first (incomplete ones are ignored)."""
+        if is_remote(self.root):
+            from kfnlp.storage import s3
+
+            found = [int(m.group(1)) for m in map(STEP_RE.match, s3.list_children(self.root)) if m]
+            return sorted(step for step in found if s3.exists_complete(self.uri(step)))
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        complete = []
+        for path in root.iterdir():
+            match = STEP_RE.match(path.name)
+            if match and (path / MANIFEST).is_file():
+                with contextlib.suppress(StorageError):
+                    read_manifest(path, KIND)
+                    complete.append(int(match.group(1)))
+        return sorted(complete)
+
+    def latest(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def commit(self, saved: Path, step: int, run: str) -> str:
+        """Store the Trainer's checkpoint directory ``saved`` as step ``step`` (moving its files),
+        then delete the checkpoints beyond the newest ``keep``."""
+        dest = self.uri(step)
+        with write_artifact(dest, KIND) as out:
+            for item in saved.iterdir():
+                shutil.move(str(item), str(out.path / item.name))
+            out.info.update(step=step, run_key=run)
+        shutil.rmtree(saved, ignore_errors=True)
+        steps = self.steps()
+        for old in steps[: max(len(steps) - self.keep, 0)]:
+            self._delete(old)
+        return dest
+
+    def local_path(self, step: int, scratch: Path) -> Path:
+        """Where :meth:`fetch` makes checkpoint ``step`` available (the same for every worker of a node)."""
+        return scratch / f"resume-{step:09d}" if is_remote(self.root) else Path(self.uri(step))
+
+    def fetch(self, step: int, scratch: Path) -> Path:
+        """A local directory holding checkpoint ``step``, for the Trainer to resume from."""
+        local = self.local_path(step, scratch)
+        if is_remote(self.root):
+            from kfnlp.storage import s3
+
+            s3.download_artifact(self.uri(step), local, kind=KIND)
+        else:
+            read_manifest(local, KIND)
+        return local
+
+    def _delete(self, step: int) -> None:
+        if is_remote(self.root):
+            from kfnlp.storage import s3
+
+            s3.delete_artifact(self.uri(step))
+            return
+        path = Path(self.uri(step))
+        (path / MANIFEST).unlink(missing_ok=True)  # no longer complete before any file goes
+        shutil.rmtree(path, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Delete every checkpoint of the run (once its final model is stored)."""
+        if is_remote(self.root):
+            from kfnlp.storage import s3
+
+            for step in self.steps():
+                s3.delete_artifact(self.uri(step))
+            return
+        for step in self.steps():
+            self._delete(step)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class Checkpointing:
+    """How a training stage checkpoints: the store, the Trainer's scratch directory, the policy."""
+
+    store: CheckpointStore
+    key: str
+    scratch: Path
+    save_minutes: float | None = None
+    resume: bool = True
+    keep_after_success: bool = False
+    resumed_from: int | None = None
+    saves: list[float] = field(default_factory=list)  # seconds each commit took
+
+    @classmethod
+    def for_stage(cls, stage: str, output: str, config, **inputs: Any) -> Checkpointing:
+        key = run_key(stage, output, config, **inputs)
+        root = f"{(config.checkpoint_dir or default_checkpoint_dir(output)).rstrip('/')}/{key}"
+        # the Trainer writes next to a local store (a rename commits it); S3 commits upload from a fixed
+        # temporary path that every data-parallel worker of this node agrees on
+        scratch = (
+            Path(tempfile.gettempdir()) / f"kfnlp-checkpoints-{key}" if is_remote(root) else Path(root) / ".trainer"
+        )
+        return cls(
+            store=CheckpointStore(root, keep=max(config.save_total_limit or 1, 1)),
+            key=key,
+            scratch=scratch,
+            save_minutes=config.save_minutes,
+            resume=config.resume,
+            keep_after_success=config.keep_checkpoints,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "checkpoints": self.store.root,
+            "resumed_from_step": self.resumed_from,
+            "checkpoints_saved": len(self.saves),
+            "checkpoint_seconds": round(sum(self.saves), 3),
+        }
+
+
+def _world_max(flag: bool, args) -> bool:
+    """``flag`` OR-ed over the data-parallel workers, so that all stop at the same step."""
+    if args.world_size <= 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=args.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _barrier(args) -> None:
+    if args.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event):
+    """Commits each save to the store; adds time-based saves and the save-and-stop on SIGTERM."""
+    from transformers import TrainerCallback
+
+    class _Checkpoints(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            due = ckpt.save_minutes is not None and time.monotonic() - self.last_save >= 60 * ckpt.save_minutes
+            if due:
+                control.should_save = True
+            if _world_max(stop.is_set(), args):
+                log.warning("SIGTERM: saving a checkpoint at step %d and stopping", state.global_step)
+                control.should_save = True
+                control.should_training_stop = True
+            elif state.global_step >= state.max_steps:
+                control.should_save = False  # the Trainer's save at the end: the final model is written next
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            _barrier(args)  # every worker has written its RNG state into the checkpoint
+            if state.is_world_process_zero:
+                started = time.monotonic()
+                saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                uri = ckpt.store.commit(saved, state.global_step, ckpt.key)
+                ckpt.saves.append(time.monotonic() - started)
+                log.info("checkpoint: step %d stored at %s (%.1f s)", state.global_step, uri, ckpt.saves[-1])
+            _barrier(args)
+            self.last_save = time.monotonic()
+
+    return _Checkpoints()
+
+
+@contextlib.contextmanager
+def _sigterm_sets(event: threading.Event):
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
+    """``trainer.train()`` with checkpoint commits, resume from the newest complete checkpoint of the
+    run, and save-and-stop on SIGTERM. ``on_resume(global_step)`` restores state the Trainer does not
+    know about (the collator's batch counter) before training continues."""
+    args = trainer.args
+    rank0 = trainer.is_world_process_zero()
+    resume_from = None
+    step = ckpt.store.latest() if ckpt.resume else None
+    if rank0:
+        shutil.rmtree(ckpt.scratch, ignore_errors=True)  # leftovers of a killed attempt are never committed
+        ckpt.scratch.mkdir(parents=True, exist_ok=True)
+    _barrier(args)
+    if step is not None:
+        local = ckpt.store.local_path(step, ckpt.scratch)
+        if rank0:
+            ckpt.store.fetch(step, ckpt.scratch)
+        _barrier(args)
+        resume_from = str(local)
+        ckpt.resumed_from = step
+        log.info("%s: resuming from %s (step %d)", stage, ckpt.store.uri(step), step)
+        if on_resume is not None:
+            on_resume(json.loads((Path(local) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    stop = threading.Event()
+    trainer.add_callback(checkpoint_callback(ckpt, stop))
+    with _sigterm_sets(stop):
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    if stop.is_set():
+        raise Preempted(
+            f"{stage}: stopped by SIGTERM at step {trainer.state.global_step} of {trainer.state.max_steps}; "
+            f"its checkpoint is in {ckpt.store.root}: run the stage again with the same output to resume"
+        )
+    return result
+
+
+def finish(ckpt: Checkpointing, rank0: bool) -> None:
+    """After the final model is stored: drop the run's checkpoints (unless kept) and the scratch."""
+    if not rank0:
+        return
+    shutil.rmtree(ckpt.scratch, ignore_errors=True)
+    if not ckpt.keep_after_success:
+        try:
+            ckpt.store.clear()
+        except StorageError as exc:  # the model is stored; leftovers only cost space
+            log.warning("could not delete the checkpoints in %s: %s", ckpt.store.root, exc)
+
+
+def make_trainer(seed: int, **kwargs):
+    """A transformers Trainer that resumes exactly: checkpoint weights are reloaded with their
+    names mapped, and the length-grouped sampler (which otherwise draws from the global torch RNG
+    when an epoch starts) is reseeded from (seed, epoch), so that a resumed run skips exactly the
+    batches it already trained on."""
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:  # accelerate calls this before each epoch
+            self.generator = torch.Generator().manual_seed(seed + epoch)
+
+    class ResumableTrainer(Trainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            """The stock reload matches raw state-dict keys, which misses the tensors ``save_pretrained``
+            wrote under the base checkpoint's own names (LayerNorm ``gamma``/``beta`` in older BERT
+            checkpoints such as splade-tiny): they silently kept their pre-trained values. Load the
+            weights as ``from_pretrained`` does, which maps the names."""
+            if model is not None:  # FSDP / SageMaker MP: their own sharded formats
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            from kfnlp.modeling import SAFE_LOAD
+
+            loaded = type(self.model).from_pretrained(str(resume_from_checkpoint), **SAFE_LOAD)
+            self.model.load_state_dict(loaded.state_dict())
+
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                sampler.__class__ = EpochSeededLengthGroupedSampler  # same state, plus set_epoch
+                sampler.set_epoch(0)
+            return sampler
+
+    return ResumableTrainer(**kwargs)

@@ -1,0 +1,116 @@
+"""scripts/local-cluster.sh and the files it applies. No cluster can run here: the script is
+linted and its offline paths run; every manifest of ours it applies is validated (the KFP
+manifests it fetches are KFP's, and are not)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from kfnlp.launch.cluster.compile import compile_pipeline
+from tests.support.k8s_tools import CHART, NAMESPACE, REPO, cluster_yaml, find, helm, shellcheck_bin, template, validate
+
+SCRIPT = REPO / "scripts" / "local-cluster.sh"
+FILES = REPO / "scripts" / "local-cluster"
+DOC = REPO / "docs" / "local-cluster.md"
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60
+    )
+
+
+def test_script_is_shellcheck_clean():
+    result = subprocess.run([shellcheck_bin(), "--severity=style", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert SCRIPT.read_text().startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in SCRIPT.read_text()
+    assert os.access(SCRIPT, os.X_OK)
+
+
+def test_usage_and_bad_commands():
+    assert run("--help").returncode == 0 and "up|down|status" in run("--help").stdout
+    result = run("sideways")
+    assert result.returncode == 2 and "usage:" in result.stderr
+    result = run("up", env={"PROVIDER": "k3d"})
+    assert result.returncode == 1 and "PROVIDER must be kind or minikube" in result.stderr
+
+
+@pytest.mark.parametrize("provider", ["kind", "minikube"])
+def test_missing_tools_stop_it_before_anything_happens(provider, tmp_path):
+    # a PATH with bash only: every tool is missing, and the script names them all
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname"):
+        (bin_dir / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    result = run("up", env={"PATH": str(bin_dir), "PROVIDER": provider})
+    assert result.returncode == 1
+    assert f"missing: kubectl helm curl base64 {provider}" in result.stderr
+
+
+def test_kfp_version_is_pinned_and_documented():
+    text = SCRIPT.read_text()
+    (version,) = re.findall(r'^KFP_VERSION="\$\{KFP_VERSION:-([0-9]+\.[0-9]+\.[0-9]+)\}"', text, re.M)
+    assert "cluster-scoped-resources?ref=$KFP_VERSION" in text and "env/platform-agnostic?ref=$KFP_VERSION" in text
+    assert f"`{version}`" in DOC.read_text()
+    # the same release line as the SDK that compiles the pipelines
+    import kfp
+
+    assert version.rsplit(".", 1)[0] == kfp.__version__.rsplit(".", 1)[0]
+
+
+def test_every_file_the_script_applies_exists():
+    text = SCRIPT.read_text()
+    for name in re.findall(r'"\$FILES/([^"]+)"', text):
+        assert (FILES / name).is_file(), name
+    assert sorted(p.name for p in FILES.iterdir()) == ["kind-config.yaml", "values.yaml"]
+
+
+def test_kind_config():
+    config = yaml.safe_load((FILES / "kind-config.yaml").read_text())
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["name"] == "kfnlp"
+    assert [n["role"] for n in config["nodes"]] == ["control-plane"]
+    assert set(config) == {"kind", "apiVersion", "name", "nodes"}
+
+
+@pytest.fixture(scope="module")
+def local_docs(tmp_path_factory):
+    return template(tmp_path_factory.mktemp("local"), files=(FILES / "values.yaml",))
+
+
+def test_local_values_lint_and_validate(local_docs):
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values", str(FILES / "values.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert validate(local_docs) == []
+
+
+def test_local_values_reuse_kfp_object_store(local_docs):
+    # no chart-rendered credentials: the script makes kfnlp-s3 from KFP's own secret
+    assert [s["metadata"]["name"] for s in find(local_docs, "Secret")] == ["kfnlp-mlflow"]
+    args = find(local_docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--artifacts-destination=s3://mlpipeline/mlflow" in args
+    (job,) = find(local_docs, "Job")
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KFP_HOST"] == "http://ml-pipeline.kubeflow:8888"
+    script = SCRIPT.read_text()
+    assert "secret generic kfnlp-s3 --from-file" in script and "mlpipeline-minio-artifact" in script
+
+
+def test_local_cluster_yaml_compiles_without_gpus(local_docs, tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(cluster_yaml(local_docs), encoding="utf-8")
+    out = compile_pipeline("mlm-adapt", tmp_path / "mlm-adapt.yaml", str(config))
+    assert out.gpu_tasks == [] and out.cluster.train.tolerations == []
+    assert out.cluster.image == "ghcr.io/kfnlp/kfnlp:0.1.0"  # what the script builds and loads
+    assert 'IMAGE="ghcr.io/kfnlp/kfnlp:0.1.0"' in SCRIPT.read_text()
+
+
+def test_doc_says_what_was_verified_and_what_was_not():
+    text = DOC.read_text()
+    assert "## What was verified here" in text and "## What was not verified" in text
+    assert "scripts/local-cluster.sh up" in text and "scripts/local-cluster.sh down" in text

@@ -41,7 +41,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test lint bench bench-ner bench-s3 bench-checkpoint bench-registry clean
+.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test test-fast lint bench bench-ner bench-s3 bench-checkpoint bench-registry clean
 
 setup: $(STAMP)
 
@@ -118,6 +118,10 @@ test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-t
 	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" \
 	KFNLP_IMAGE_TESTS=$(KFNLP_IMAGE_TESTS) KFNLP_IMAGE_BASE=$(IMAGE_TEST_BASE) \
 	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the fast subset while you work (a few minutes): tests/unit and tests/stages, no servers, images or cluster tools
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit tests/stages $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks tools

@@ -305,3 +305,14 @@ def test_check_source_errors_name_the_key(tmp_path, source, error, fragments):
         check_source(source.format(tmp=tmp_path))
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def test_csv_field_longer_than_the_csv_module_default_limit(tmp_path):
+    """A 150 KB review was refused with "field larger than field limit (131072)"."""
+    from kfnlp.data.corpus import load_corpus
+
+    long_text = "word " * 30_000
+    path = tmp_path / "long.csv"
+    path.write_text(f'text\n"{long_text}"\nshort one\n', encoding="utf-8")
+    docs = load_corpus(str(path), "text").documents
+    assert [len(d) for d in docs] == [len(long_text), len("short one")]

@@ -254,6 +254,19 @@ def test_check_tag_accepts_iob2(tag):
     check_tag(tag, "here")
 
 
+@pytest.mark.parametrize("tag", ["B-PER\u00a0", "I-LOC\u200b", "B-OR G", "B-X\ufeff", "I-Y\t"])
+def test_check_tag_rejects_hidden_characters_that_would_make_a_new_type(tag):
+    with pytest.raises(InputError, match=r"f.conll:3: tag .* holds U\+"):
+        check_tag(tag, "f.conll:3")
+
+
+def test_read_conll_tag_with_trailing_no_break_space_names_its_line(tmp_path):
+    path = _write(tmp_path, "New\tB-LOC\nYork\tI-LOC\u00a0\n")
+    with pytest.raises(InputError) as err:
+        label_list(read_conll(path))
+    assert str(err.value).startswith(f"{path}:2: tag 'I-LOC\\xa0' holds U+00A0 (NO-BREAK SPACE)")
+
+
 def test_label_list_names_the_line_of_a_bad_tag():
     sentences = [Sentence(["a", "b", "c"], ["O", "O", "E-PER"], "data.conll:7")]
     with pytest.raises(InputError) as err:

@@ -93,8 +93,14 @@ def _missing_column(path: Path, column: str, available: list[str]) -> InputError
     )
 
 
+# the csv module refuses fields over 128 KiB by default; a review or an article can be longer
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_delimited(path: Path, column: str, delimiter: str) -> list[str]:
     kind = "TSV" if delimiter == "\t" else "CSV"
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
     line = 1
     try:

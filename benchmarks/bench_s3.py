@@ -5,9 +5,9 @@ manifest) is uploaded and downloaded with
 
   boto3   ``client.upload_file`` / ``client.download_file`` per file (default TransferConfig,
           botocore's default CRC32 upload checksums), nothing else
-  kfnlp   ``kfnlp.storage.s3.upload_artifact`` (re-hashes the local files against the manifest,
+  kfnlp   ``kfnlp.storage.s3.upload.upload_artifact`` (re-hashes the local files against the manifest,
           SHA-256 part checksums, a listing check, the version manifest and the pointer)
-          and ``kfnlp.storage.s3.download_artifact`` (pointer + version manifest, SHA-256 of every
+          and ``kfnlp.storage.s3.download.download_artifact`` (pointer + version manifest, SHA-256 of every
           file, staging directory renamed into place); once with its default SHA-256 upload
           checksums and once with CRC32 (``KFNLP_S3_CHECKSUM=CRC32``), boto3's own default
 
@@ -76,14 +76,16 @@ def boto3_round(client, bucket: str, files: list[Path], dest: Path) -> tuple[flo
 
 
 def kfnlp_round(local: Path, uri: str, dest: Path, checksum: str) -> tuple[float, float]:
-    from kfnlp.storage import s3
+    from kfnlp.storage.s3.download import download_artifact
+    from kfnlp.storage.s3.settings import S3Settings
+    from kfnlp.storage.s3.upload import upload_artifact
 
-    settings = s3.S3Settings(checksum=checksum)
+    settings = S3Settings(checksum=checksum)
     started = time.perf_counter()
-    s3.upload_artifact(local, uri, settings=settings)
+    upload_artifact(local, uri, settings=settings)
     upload = time.perf_counter() - started
     started = time.perf_counter()
-    s3.download_artifact(uri, dest, settings=settings)
+    download_artifact(uri, dest, settings=settings)
     download = time.perf_counter() - started
     return upload, download
 

@@ -98,18 +98,40 @@ load_image() {
 }
 
 # kfnlp-s3 from KFP's own object-store credentials, through files (never argv) in a private
-# temporary directory.
-create_s3_secret() {
+# temporary directory, removed however the function ends: a subshell, so that its EXIT trap
+# runs when a step fails under set -e (or on Ctrl-C) and replaces no trap of the script.
+create_s3_secret() (
     local dir
+    umask 077
     dir="$(mktemp -d)"
-    chmod 700 "$dir"
+    trap 'rm -rf "$dir"' EXIT
+    trap 'exit 130' INT TERM
     kc -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}' | base64 -d >"$dir/AWS_ACCESS_KEY_ID"
     kc -n "$NAMESPACE" get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}' | base64 -d >"$dir/AWS_SECRET_ACCESS_KEY"
     printf '%s' "http://minio-service.$NAMESPACE:9000" >"$dir/AWS_ENDPOINT_URL_S3"
     printf '%s' "us-east-1" >"$dir/AWS_DEFAULT_REGION"
     kc -n "$NAMESPACE" create secret generic kfnlp-s3 --from-file="$dir" --dry-run=client -o yaml | kc apply -f -
-    rm -rf "$dir"
-}
+)
+
+# kfnlp-mlflow, the registry Secret of the chart's MLflow (mlflow.auth.enabled): its URI, and a
+# generated admin login and CSRF key, the same way. Kept when it exists: MLflow creates the admin
+# once, on its first start, so a new password would lock the pipelines out.
+create_registry_secret() (
+    local dir
+    if kc -n "$NAMESPACE" get secret kfnlp-mlflow >/dev/null 2>&1; then
+        log "reusing Secret kfnlp-mlflow"
+        return 0
+    fi
+    umask 077
+    dir="$(mktemp -d)"
+    trap 'rm -rf "$dir"' EXIT
+    trap 'exit 130' INT TERM
+    printf '%s' "http://$RELEASE-mlflow.$NAMESPACE.svc:5000" >"$dir/MLFLOW_TRACKING_URI"
+    printf '%s' admin >"$dir/MLFLOW_TRACKING_USERNAME"
+    head -c 24 /dev/urandom | base64 | tr -d '\n' >"$dir/MLFLOW_TRACKING_PASSWORD"
+    head -c 32 /dev/urandom | base64 | tr -d '\n' >"$dir/MLFLOW_FLASK_SERVER_SECRET_KEY"
+    kc -n "$NAMESPACE" create secret generic kfnlp-mlflow --from-file="$dir" --dry-run=client -o yaml | kc apply -f -
+)
 
 install_chart() {
     log "installing the kfnlp chart"
@@ -145,6 +167,7 @@ up() {
     install_kfp
     load_image
     create_s3_secret
+    create_registry_secret
     install_chart
     submit_demo
     log "done: kubectl --context $(context) -n $NAMESPACE port-forward svc/ml-pipeline-ui $UI_PORT:80, then http://localhost:$UI_PORT"
@@ -182,4 +205,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced (the tests call single functions), it only defines them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -1,20 +1,23 @@
-"""The pipeline catalog: name -> pipeline function, config type and embedded defaults; the one config
-loader (defaults <- file <- --set), the checks ``kfnlp run`` makes before any stage, and the pipeline
-parameters a config becomes."""
+"""The pipeline catalog: name -> pipeline function (by name), config type and embedded defaults;
+the one config loader (embedded defaults <- --config file <- --set overrides) and the pipeline
+parameters a config becomes.
+
+The catalog names each ``@dsl.pipeline`` function but never imports it: the KFP wrapper layer
+is the launchers' business (:mod:`kfnlp.launch.pipelines`). Its defaults have one home, the
+entry's ``defaults.yaml`` over the stage config classes' own defaults.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
-from kfnlp.errors import ConfigError, KfnlpError
+from kfnlp.config import apply_overrides, blame_file, build, deep_merge, option, read_yaml, to_dict
+from kfnlp.errors import ConfigError
 from kfnlp.registry.promotion import PromoteConfig
 from kfnlp.stages.compare import CompareConfig
 from kfnlp.stages.evaluate import EvaluateConfig
@@ -25,14 +28,20 @@ from kfnlp.stages.preprocess_ner import NerPreprocessConfig
 from kfnlp.stages.register import RegisterConfig
 from kfnlp.stages.train_mlm import TrainMlmConfig
 from kfnlp.stages.train_ner import TrainNerConfig
-from kfnlp.storage import is_remote, read_any_manifest
 
 PIPELINES_DIR = Path(__file__).parent / "pipelines"
+CLUSTER = "cluster"  # the config file section (and --set prefix) for kfnlp compile, submit and upload
+T = TypeVar("T")
 
 
 @dataclass
 class MlmAdaptConfig:
-    model: str = "builtin:splade-tiny"
+    model: str = option(
+        "builtin:splade-tiny",
+        "the model to adapt and the tokenizer for preprocess: Hub id, local directory, kfnlp model artifact "
+        "or builtin:splade-tiny",
+        kind="model",
+    )
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     mask_eval: MaskEvalConfig = field(default_factory=MaskEvalConfig)
     train_mlm: TrainMlmConfig = field(default_factory=TrainMlmConfig)
@@ -43,33 +52,43 @@ class MlmAdaptConfig:
 
 @dataclass
 class NerConfig:
-    model: str = "builtin:minilm"
+    model: str = option(
+        "builtin:minilm",
+        "the encoder to fine-tune and the tokenizer for preprocess-ner: Hub id, local directory, kfnlp model "
+        "artifact, builtin:minilm or builtin:splade-tiny",
+        kind="model",
+    )
     preprocess_ner: NerPreprocessConfig = field(default_factory=NerPreprocessConfig)
     train_ner: TrainNerConfig = field(default_factory=TrainNerConfig)
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
-    register: RegisterConfig = field(default_factory=lambda: RegisterConfig(model_name="kfnlp-ner"))
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 @dataclass
 class AdaptThenNerConfig:
-    model: str = "builtin:splade-tiny"
+    model: str = option(
+        "builtin:splade-tiny",
+        "the base encoder: adapted by train-mlm, fine-tuned as is by train-ner-base, and the tokenizer for "
+        "preprocess-ner and preprocess; needs a masked-LM head (builtin:splade-tiny has one)",
+        kind="model",
+    )
     preprocess_ner: NerPreprocessConfig = field(default_factory=NerPreprocessConfig)
-    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(source="ner:train"))
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     mask_eval: MaskEvalConfig = field(default_factory=MaskEvalConfig)
     train_mlm: TrainMlmConfig = field(default_factory=TrainMlmConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     train_ner: TrainNerConfig = field(default_factory=TrainNerConfig)
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
-    register: RegisterConfig = field(default_factory=lambda: RegisterConfig(model_name="kfnlp-ner-adapted"))
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
 @dataclass(frozen=True)
 class PipelineEntry:
     name: str
-    module: str  # module holding the @dsl.pipeline function
+    module: str  # module holding the @dsl.pipeline function (loaded by kfnlp.launch.pipelines)
     function: str
     config_type: type
     description: str
@@ -77,9 +96,6 @@ class PipelineEntry:
     @property
     def defaults_file(self) -> Path:
         return PIPELINES_DIR / self.module.split(".")[-2] / "defaults.yaml"
-
-    def load(self) -> Callable[..., Any]:
-        return getattr(importlib.import_module(self.module), self.function)
 
 
 PIPELINES = {
@@ -113,111 +129,72 @@ def get(name: str) -> PipelineEntry:
     return PIPELINES[name]
 
 
-def load_config(entry, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """Embedded defaults <- config file <- --set overrides, validated once. A file's
-    ``cluster:`` section is for ``kfnlp compile``/``submit`` and is ignored here."""
-    data = read_yaml(entry.defaults_file)
+def layered(
+    build_config: Callable[[dict[str, Any]], T],
+    defaults: dict[str, Any],
+    config_file: str | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    pick: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    section: str | None = None,
+) -> T:
+    """The one way a config is loaded: ``defaults`` <- the YAML ``config_file`` (``pick`` chooses
+    what of it applies) <- ``--set`` ``overrides``, built by ``build_config``. The file's values are
+    built on their own first, so that a bad one is reported at its FILE:LINE (``section``: the file
+    may hold that section's keys at its top level, as ``kfnlp stage`` reads it)."""
+    data = defaults
     if config_file:
         try:
-            data = deep_merge(data, {k: v for k, v in read_yaml(config_file).items() if k != "cluster"})
-            build(entry.config_type, data)
+            from_file = read_yaml(config_file)
+            data = deep_merge(data, pick(from_file) if pick else from_file)
+            build_config(data)
         except ConfigError as exc:
-            raise blame_file(exc, config_file) from None
-    overrides = [item for item in overrides if not item.startswith("cluster.")]
-    return build(entry.config_type, apply_overrides(data, overrides))
+            raise blame_file(exc, config_file, section) from None
+    return build_config(apply_overrides(data, overrides))
 
 
-MODEL_KEYS = ("model", "base_model", "tokenizer")
-NER_SOURCE_KEYS = ("source", "validation_source", "test_source")
+def load_config(entry: PipelineEntry, config_file: str | None = None, overrides: Iterable[str] = ()) -> Any:
+    """``entry``'s config: embedded defaults <- config file <- --set overrides, validated once.
+    A file's ``cluster:`` section and ``--set cluster.*`` are for ``kfnlp compile``/``submit``
+    and are ignored here."""
+    return layered(
+        lambda data: build(entry.config_type, data),
+        read_yaml(entry.defaults_file),
+        config_file,
+        [item for item in overrides if not item.startswith(CLUSTER + ".")],
+        pick=lambda data: {k: v for k, v in data.items() if k != CLUSTER},
+    )
 
 
-def _looks_like_path(ref: str) -> bool:
-    """Hub ids are NAME or ORG/NAME; anything else path-shaped is a local path."""
-    return ref.startswith(("/", "./", "../", "~", ".")) or ref.count("/") > 1 or "\\" in ref
+def load_config_and_cluster(
+    entry: PipelineEntry,
+    build_cluster: Callable[[Any], T],
+    config_file: str | None = None,
+    overrides: Iterable[str] = (),
+) -> tuple[Any, T]:
+    """(``entry``'s config, its ``cluster:`` section built by ``build_cluster``), loaded as
+    :func:`load_config` does with the cluster section and ``--set cluster.*`` kept."""
+
+    def build_both(data: dict[str, Any]) -> tuple[Any, T]:
+        data = dict(data)
+        cluster = data.pop(CLUSTER, None)
+        return build(entry.config_type, data), build_cluster(cluster)
+
+    return layered(build_both, read_yaml(entry.defaults_file), config_file, overrides)
 
 
-def check_model_ref(ref: str, key: str = "model") -> None:
-    """Fail fast, before any stage starts, on a model reference that cannot load:
-    an unknown ``builtin:`` name, a local path that does not exist, an ``s3://`` URI
-    without a complete model artifact, or (offline) a Hub id that is not in the local
-    Hugging Face cache."""
-    from kfnlp.assets import BUILTIN_PREFIX, resolve_model_ref
+def load_section(
+    config_type: type[T], section: str, config_file: str | None = None, overrides: Iterable[str] = ()
+) -> T:
+    """One stage's config (``kfnlp stage``): its code defaults <- a config file holding its keys at the
+    top level or in its ``section`` (a whole pipeline config) <- --set overrides of its keys."""
 
-    if not ref or not ref.strip():
-        raise ConfigError(f"{key}: empty model reference; expected a directory, a Hub id or builtin:NAME", key)
-    if ref.startswith("models:/"):
-        from kfnlp.registry import Registry
+    def own_section(data: dict[str, Any]) -> dict[str, Any]:
+        return data[section] if isinstance(data.get(section), dict) else data
 
-        try:
-            Registry().resolve(ref)
-        except KfnlpError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        return
-    if is_remote(ref):  # a model artifact on S3: its manifest must exist (no download yet)
-        try:
-            read_any_manifest(ref, kind="model")
-        except KfnlpError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        return
-    if ref.startswith(BUILTIN_PREFIX):
-        try:
-            location = Path(resolve_model_ref(ref))
-        except ConfigError as exc:
-            raise ConfigError(f"{key}: {exc}", key) from None
-        if not location.is_dir():
-            raise ConfigError(f"{key}: {ref} resolves to {location}, which does not exist; reinstall its package", key)
-        return
-    path = Path(ref).expanduser()
-    if path.exists() or _looks_like_path(ref):
-        if not path.exists():
-            raise ConfigError(f"{key}: {ref}: no such model directory", key)
-        if not path.is_dir():
-            raise ConfigError(f"{key}: {ref}: expected a model directory, found a file", key)
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise ConfigError(f"{key}: {ref}: model directory is not readable", key)
-        return
-    try:
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
-        return
-    try:
-        validate_repo_id(ref)
-    except HFValidationError:
-        raise ConfigError(f"{key}: {ref!r}: no such directory, and not a valid Hugging Face Hub id", key) from None
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = (try_to_load_from_cache(ref, name) for name in ("config.json", "tokenizer_config.json"))
-        if not any(isinstance(path, str) for path in cached):
-            raise ConfigError(
-                f"{key}: {ref!r}: no such directory, and not a Hub model in the local Hugging Face cache "
-                "(HF_HUB_OFFLINE is set); use a local model directory or builtin:splade-tiny",
-                key,
-            )
-
-
-def preflight(config) -> None:
-    """Cheap checks of a validated pipeline config before launching any stage:
-    local corpus sources exist, are readable, non-empty and of a supported type;
-    model references resolve. Raises ConfigError/InputError naming the key."""
-    from kfnlp.data.corpus import check_source
-    from kfnlp.data.ner_corpus import check_ner_source
-    from kfnlp.stages.preprocess_ner import NerPreprocessConfig
-
-    def walk(obj, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            key = f"{prefix}{f.name}"
-            if dataclasses.is_dataclass(value):
-                walk(value, key + ".")
-            elif f.name in NER_SOURCE_KEYS and isinstance(obj, NerPreprocessConfig) and isinstance(value, str):
-                check_ner_source(value, key)
-            elif f.name == "source" and isinstance(value, str):
-                check_source(value, key)
-            elif f.name in MODEL_KEYS and isinstance(value, str):
-                check_model_ref(value, key)
-
-    walk(config, "")
+    return layered(
+        lambda data: build(config_type, data, section), {}, config_file, overrides, pick=own_section, section=section
+    )
 
 
 def pipeline_arguments(config) -> dict[str, str]:

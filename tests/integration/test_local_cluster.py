@@ -90,8 +90,9 @@ def test_local_values_lint_and_validate(local_docs):
 
 
 def test_local_values_reuse_kfp_object_store(local_docs):
-    # no chart-rendered credentials: the script makes kfnlp-s3 from KFP's own secret
-    assert [s["metadata"]["name"] for s in find(local_docs, "Secret")] == ["kfnlp-mlflow"]
+    # no chart-rendered credentials: the script makes kfnlp-s3 from KFP's own secret, and
+    # kfnlp-mlflow (MLflow's login) with a password of its own
+    assert find(local_docs, "Secret") == []
     args = find(local_docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--artifacts-destination=s3://mlpipeline/mlflow" in args
     (job,) = find(local_docs, "Job")
@@ -114,3 +115,72 @@ def test_doc_says_what_was_verified_and_what_was_not():
     text = DOC.read_text()
     assert "## What was verified here" in text and "## What was not verified" in text
     assert "scripts/local-cluster.sh up" in text and "scripts/local-cluster.sh down" in text
+
+
+# A stand-in kubectl: logs its arguments, answers the two reads of KFP's object-store Secret,
+# lists what `create secret --from-file=DIR` would read, and fails on the step named in STUB_FAIL.
+STUB_KUBECTL = r"""#!/bin/sh
+echo "$*" >>"$STUB_LOG"
+if [ -n "$STUB_FAIL" ]; then
+    case "$*" in *"$STUB_FAIL"*) echo "stub kubectl: $STUB_FAIL failed" >&2; exit 1 ;; esac
+fi
+case "$*" in
+    *"get secret kfnlp-mlflow"*) exit 1 ;;
+    *accesskey*) printf %s AKIASTUBACCESSKEY | base64 ;;
+    *secretkey*) printf %s stub-secret-value | base64 ;;
+    *"create secret generic"*)
+        for arg in "$@"; do
+            case "$arg" in --from-file=*) echo "files: $(ls "${arg#--from-file=}" | tr '\n' ' ')" >>"$STUB_LOG" ;; esac
+        done
+        echo "kind: Secret" ;;
+    *apply*) cat >/dev/null ;;
+esac
+"""
+
+
+CREDENTIAL_STEPS = [
+    ("create_s3_secret", None),
+    ("create_s3_secret", "accesskey"),
+    ("create_s3_secret", "secretkey"),
+    ("create_s3_secret", "create secret"),
+    ("create_s3_secret", "apply"),
+    ("create_registry_secret", None),
+    ("create_registry_secret", "create secret"),
+    ("create_registry_secret", "apply"),
+]
+FILES_OF = {
+    "create_s3_secret": "AWS_ACCESS_KEY_ID AWS_DEFAULT_REGION AWS_ENDPOINT_URL_S3 AWS_SECRET_ACCESS_KEY",
+    "create_registry_secret": "MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_TRACKING_PASSWORD MLFLOW_TRACKING_URI "
+    "MLFLOW_TRACKING_USERNAME",
+}
+
+
+@pytest.mark.parametrize("function,fail", CREDENTIAL_STEPS)
+def test_credentials_never_outlive_the_function_that_writes_them(function, fail, tmp_path):
+    # the script's own function, sourced, with kubectl stubbed on PATH: whichever step fails,
+    # the credentials written for `kubectl create secret --from-file` are gone afterwards
+    stub_bin, scratch, log = tmp_path / "bin", tmp_path / "tmp", tmp_path / "kubectl.log"
+    stub_bin.mkdir()
+    scratch.mkdir()
+    (stub_bin / "kubectl").write_text(STUB_KUBECTL)
+    (stub_bin / "kubectl").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{stub_bin}:{os.environ['PATH']}",
+        "TMPDIR": str(scratch),
+        "STUB_LOG": str(log),
+        "STUB_FAIL": fail or "",
+    }
+    result = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPT}" && {function}'], capture_output=True, text=True, env=env, timeout=60
+    )
+    calls = log.read_text().splitlines()
+    assert list(scratch.iterdir()) == [], f"left on disk after {fail or 'success'}: {list(scratch.rglob('*'))}"
+    if fail:
+        assert result.returncode != 0 and f"stub kubectl: {fail} failed" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert f"files: {FILES_OF[function]} " in calls
+        assert "--context kind-kfnlp apply -f -" in calls
+    # the credentials travel through files and a pipe, never through argv
+    assert not any("AKIASTUBACCESSKEY" in c or "stub-secret-value" in c for c in calls)

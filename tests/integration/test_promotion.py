@@ -29,6 +29,7 @@ from kfnlp.registry.promotion import (
     promote,
     rollback,
 )
+from kfnlp.registry.store import models_cache
 from tests.support.cli import MODEL, run_cli
 
 EVAL = "a" * 64  # an eval set fingerprint
@@ -634,15 +635,17 @@ def test_models_uri_downloads_the_champion_into_the_cache_and_predicts(registry,
     promote(registry, "ner", v1, GATE)
     promote(registry, "ner", v2, GATE)
 
+    cache = models_cache(registry.uri) / "ner"
+    assert cache.is_relative_to(kfnlp_home / "cache" / "models")
     location = Path(resolve("models:/ner@champion"))
-    assert location == kfnlp_home / "cache" / "models" / "ner" / str(v2)
+    assert location == cache / str(v2)
     assert (location / "config.json").is_file() and list(location.glob("*.safetensors"))
     assert json.loads((location / "config.json").read_text())["id2label"] == {
         str(i): label for i, label in enumerate(NER_LABELS)
     }
     assert resolve("models:/ner@champion") == str(location), "the second load comes from the cache"
-    assert resolve("models:/ner/1") == str(kfnlp_home / "cache" / "models" / "ner" / "1")
-    assert not list((kfnlp_home / "cache" / "models" / "ner").glob(".download-*")), "no staging leftovers"
+    assert resolve("models:/ner/1") == str(cache / "1")
+    assert not list(cache.glob(".download-*")), "no staging leftovers"
 
     result = run_cli("predict", "ner", "--model", "models:/ner@champion", "--json", "Justin Bieber lives in New York")
     assert result.returncode == 0, result.stderr
@@ -651,7 +654,7 @@ def test_models_uri_downloads_the_champion_into_the_cache_and_predicts(registry,
     assert code == 0 and out.startswith("Ada lives in Paris\n"), err
 
     rollback(registry, "ner")  # the alias now names another version: a fresh download
-    assert resolve("models:/ner@champion") == str(kfnlp_home / "cache" / "models" / "ner" / str(v1))
+    assert resolve("models:/ner@champion") == str(cache / str(v1))
     code, out, err = cli("predict", "ner", "--model", "models:/nope@champion", "text")
     assert code == 2 and out == ""
     _one_error_line(err, "--model: registry sqlite:///")

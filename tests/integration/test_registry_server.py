@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from kfnlp.errors import RegistryError
-from kfnlp.registry import Registry, default_tracking_uri
+from kfnlp.registry import Registry
 from kfnlp.registry.promotion import PromoteConfig, decisions, promote, rollback
+from kfnlp.registry.store import default_tracking_uri, models_cache
 from tests.support.cli import MODEL, run_cli
 from tests.support.mlflow_server import free_port
 
@@ -173,7 +174,7 @@ def test_register_promote_reject_rollback(tracking_uri, tiny_ner_model, tmp_path
     # the champion's files, loadable as the register stage's card says
     started = time.monotonic()
     local = Registry(tracking_uri).download(f"models:/{name}@champion")
-    assert local == kfnlp_home / "cache" / "models" / name / "1"
+    assert local == models_cache(tracking_uri) / name / "1"
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in local.iterdir()}
     from transformers import pipeline
 

@@ -22,7 +22,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kfnlp import catalog
 from kfnlp.catalog import load_config, pipeline_arguments
-from kfnlp.launch.cluster.submit import Auth, resolve_auth
+from kfnlp.launch.cluster.auth import Auth, resolve_auth
 from tests.support.cli import run_cli
 from tests.support.kfp_api_server import API, FakeKfpApi
 

@@ -15,12 +15,13 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from kfnlp import catalog, cli
+from kfnlp import catalog, stages
 from kfnlp.catalog import pipeline_arguments
 from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster import settings as cluster
 from kfnlp.launch.cluster.compile import compile_pipeline, load_configs
 from kfnlp.launch.cluster.settings import ClusterConfig, load_cluster, parse_toleration
+from kfnlp.launch.images import RELEASE_IMAGE
 from tests.support.cli import run_cli
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -83,7 +84,7 @@ class Compiled:
 def stage_of(task) -> str:
     """The component (stage) name of a compiled task: comp-train-ner-2 -> train-ner."""
     name = task.component_ref.name.removeprefix("comp-")
-    while name not in cluster.STAGE_NAMES:
+    while name not in stages.by_name():
         name = name.rsplit("-", 1)[0]
     return name
 
@@ -197,11 +198,11 @@ def test_secrets_by_name_on_the_stages_that_need_them(full):
             "AWS_ENDPOINT_URL_S3": ("AWS_ENDPOINT_URL_S3", True),
             "AWS_DEFAULT_REGION": ("AWS_DEFAULT_REGION", True),
         }, task_name
-        if stage in cluster.HUB_STAGES:
+        if stages.get(stage).hub:
             assert secrets["team-hf"] == {"HF_TOKEN": ("HF_TOKEN", False)}, task_name
         else:
             assert "team-hf" not in secrets, task_name
-        if stage in cluster.REGISTRY_STAGES:
+        if stages.get(stage).registry:
             assert set(secrets["team-mlflow"]) == set(cluster.REGISTRY_OPTIONAL_KEYS)
             assert all(optional for _, optional in secrets["team-mlflow"].values())
         else:
@@ -224,12 +225,7 @@ def test_pipeline_root_and_baked_stage_config(full, config_file):
 
 def test_every_task_is_a_known_stage(full):
     _, compiled, _ = full
-    assert {stage_of(task) for task in compiled.tasks.values()} <= set(cluster.STAGE_NAMES)
-
-
-def test_stage_names_match_the_cli():
-    assert set(cluster.STAGE_NAMES) == set(cli.STAGES)
-    assert set(cluster.HUB_STAGES) | set(cluster.REGISTRY_STAGES) <= set(cluster.STAGE_NAMES)
+    assert {stage_of(task) for task in compiled.tasks.values()} <= set(stages.by_name())
 
 
 # --- the CLI, the defaults, tag-pinned images ------------------------------------------------------
@@ -485,14 +481,16 @@ CLUSTER_DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 def test_the_key_table_in_docs_is_current():
     from kfnlp import docs
 
-    assert docs.update(CLUSTER_DOC, cluster.render_reference, check=True), (
+    assert docs.update(CLUSTER_DOC, docs.render_cluster_reference, check=True), (
         "docs/cluster.md is stale: python -m kfnlp.docs"
     )
 
 
 def test_the_docs_list_every_key():
+    from kfnlp import docs
+
     text = CLUSTER_DOC.read_text(encoding="utf-8")
-    keys = [row[0] for row in cluster.reference_rows()]
+    keys = [row[0] for row in docs.cluster_reference_rows()]
     for f in dataclasses.fields(ClusterConfig):
         if f.name in ("data", "train"):
             for p in dataclasses.fields(cluster.StageProfile):
@@ -512,4 +510,4 @@ def test_the_documented_default_image_is_the_components_default():
         text=True,
         timeout=60,
     )
-    assert result.stdout.strip() == cluster.RELEASE_IMAGE
+    assert result.stdout.strip() == RELEASE_IMAGE

@@ -10,10 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM
 
+from kfnlp.artifacts import read_evaluation
 from kfnlp.assets import resolve_model_ref
 from kfnlp.errors import InputError
 from kfnlp.metrics import perplexity
-from kfnlp.stages.evaluate import EvaluateConfig, evaluate_mlm, load_evaluation
+from kfnlp.stages.evaluate import EvaluateConfig, evaluate_mlm
 
 
 def stock_loss(eval_set: Path) -> float:
@@ -37,7 +38,7 @@ def test_perplexity_equals_exp_of_plain_transformers_loss(tiny_eval_set, tmp_pat
     assert result["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-4)
     assert result["sparse_head"] is sparse_head
     assert len(result["fill_mask"][0]["predictions"]) == 3
-    assert load_evaluation(str(tmp_path / "ev"))["metrics"] == result["metrics"]
+    assert read_evaluation(str(tmp_path / "ev"))["metrics"] == result["metrics"]
     assert "Fill-mask" in (tmp_path / "ev" / "report.md").read_text()
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from kfnlp import catalog
+from kfnlp import catalog, stages
 from kfnlp.catalog import load_config
-from kfnlp.cli import STAGES
 from kfnlp.config import build, to_dict
 from tests.support.cli import MODEL, run_cli
 
@@ -28,16 +29,16 @@ def _one_error_line(result, *fragments: str) -> str:
 HELP = [
     ([], ["Kubeflow pipeline components", "run", "stage", "predict", "pipelines", "--debug"]),
     (["run"], ["kfp.local", "--local", "--config", "--set", "--output", "summary.json"]),
-    (["stage"], ["preprocess", "mask-eval", "train-mlm", "evaluate", "register"]),
+    (["stage"], list(stages.by_name())),  # every stage entry is a subcommand
     (["predict"], ["fill-mask"]),
     (["predict", "fill-mask"], ["[MASK]", "--model", "--top-k", "--json"]),
     (["pipelines"], ["--config", "List pipelines"]),
 ] + [
     (
         ["stage", name],
-        [spec.help, "--config", "--set", "config keys", *("--" + f.replace("_", "-") for f, _, _ in spec.inputs)],
+        [stage.help, "--config", "--set", "config keys", *(i.flag for i in stage.inputs)],
     )
-    for name, spec in STAGES.items()
+    for name, stage in stages.by_name().items()
 ]
 
 
@@ -49,6 +50,19 @@ def test_help_on_every_command(command, expected):
     assert result.stderr == ""
     for text in expected:
         assert text in result.stdout
+
+
+def test_the_parser_loads_stage_modules_only_for_kfnlp_stage():
+    """`kfnlp --help` and the other commands stay quick: the stage subcommands are added on first use."""
+    code = (
+        "import sys; from kfnlp.cli import build_parser; parser = build_parser(); parser.format_help(); "
+        "loaded = lambda: sorted(m for m in sys.modules if m.startswith('kfnlp.stages.') and m != 'kfnlp.stages.entry'); "
+        "print(loaded()); parser.parse_args(['stage', 'compare', '--mlm-base', 'a', '--mlm-adapted', 'b', "
+        "'--ner-base', 'c', '--ner-adapted', 'd', '--output', 'e']); print(len(loaded()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", str(len(stages.MODULES))]
 
 
 def test_stage_help_lists_config_keys_with_types_and_defaults():

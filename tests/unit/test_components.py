@@ -16,22 +16,12 @@ from google.protobuf import json_format
 from kfp import compiler
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from kfnlp import catalog, cli
+from kfnlp import catalog, stages
 from kfnlp.catalog import load_config, pipeline_arguments
+from kfnlp.launch.pipelines import pipeline_function
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = [
-    "preprocess",
-    "mask_eval",
-    "train_mlm",
-    "evaluate",
-    "register",
-    "preprocess_ner",
-    "train_ner",
-    "evaluate_ner",
-    "compare",
-    "promote",
-]
+STAGES = [stage.section for stage in stages.by_name().values()]  # component folders
 MAX_BODY_STATEMENTS = 15
 ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "Markdown", "HTML"}
 PARAMETER_TYPES = {"String", "Integer", "Float", "Boolean", "List", "Dict"}
@@ -111,13 +101,15 @@ def test_component_module_imports_only_stdlib_kfp_and_components(stage):
 @pytest.mark.parametrize("stage", STAGES)
 def test_component_body_calls_the_stage_function_and_is_short(stage):
     fn = component_function(stage)
-    meta = metadata(stage)
-    stage_module, _, stage_function = meta["stage"]["function"].partition(":")
-    assert stage_module.startswith("kfnlp.stages.")
+    entry = stages.get(stage)
+    stage_module, stage_function = entry.function.__module__, entry.function.__name__
+    assert stage_module == f"kfnlp.stages.{stage}"
     imported = {
         (node.module, alias.name) for node in ast.walk(fn) if isinstance(node, ast.ImportFrom) for alias in node.names
     }
-    assert (stage_module, stage_function) in imported, f"{stage}: the body does not import {meta['stage']['function']}"
+    assert {(stage_module, stage_function), (stage_module, "STAGE")} <= imported, (
+        f"{stage}: the body does not import {stage_function} and STAGE from {stage_module}"
+    )
     called = {ast.unparse(node.func) for node in ast.walk(fn) if isinstance(node, ast.Call)}
     assert stage_function in called, f"{stage}: the body does not call {stage_function}"
 
@@ -127,17 +119,26 @@ def test_component_body_calls_the_stage_function_and_is_short(stage):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_metadata_agrees_with_the_cli(stage):
-    """The same stage function, config class and section as `kfnlp stage NAME`."""
-    meta = metadata(stage)
-    command = cli.STAGES[meta["name"]]
-    assert meta["stage"]["cli"] == f"kfnlp stage {meta['name']}"
-    assert command.function == meta["stage"]["function"]
-    assert command.config_type == meta["stage"]["config"]
-    assert command.section == meta["stage"]["config_section"] == stage
-    for ref in (meta["stage"]["function"], meta["stage"]["config"]):
-        module, _, name = ref.partition(":")
-        assert hasattr(importlib.import_module(module), name), ref
+def test_component_body_takes_names_from_the_stage_entry(stage):
+    """stage_guard and from_json get the name, config class and section from STAGE, not from literals."""
+    fn = component_function(stage)
+    calls = {ast.unparse(node.func): node for node in ast.walk(fn) if isinstance(node, ast.Call)}
+    assert ast.unparse(calls["stage_guard"].args[0]) == "STAGE.name"
+    own = [call for call in ast.walk(fn) if isinstance(call, ast.Call) and ast.unparse(call.func) == "from_json"]
+    assert any(
+        ast.unparse(call.args[0]) == "STAGE.config" and ast.unparse(call.args[2]) == "STAGE.section" for call in own
+    )
+    literals = {node.value for node in ast.walk(fn) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    names = set(stages.by_name()) | {s.section for s in stages.by_name().values()}
+    assert not literals & names, f"{stage}: stage names spelt in the component body: {sorted(literals & names)}"
+
+
+def test_every_stage_has_a_component_folder_and_every_folder_a_stage():
+    folders = sorted(p.parent.name for p in (REPO / "components").glob("*/component.py"))
+    assert folders == sorted(STAGES)
+    for name, entry in stages.by_name().items():
+        assert component(entry.section).component_spec.name == name
+        assert metadata(entry.section)["component"] == f"kfnlp.components.{entry.section}.component:{entry.section}"
 
 
 # (c) metadata.yaml matches the component's real interface --------------------------------------
@@ -146,7 +147,7 @@ def test_metadata_agrees_with_the_cli(stage):
 @pytest.mark.parametrize("stage", STAGES)
 def test_metadata_matches_component_spec(stage):
     meta = metadata(stage)
-    for key in ("name", "description", "component", "stage", "parameters", "inputs", "outputs", "owners", "tags"):
+    for key in ("name", "description", "component", "parameters", "inputs", "outputs", "owners", "tags"):
         assert key in meta, f"components/{stage}/metadata.yaml: missing {key}"
     spec = component(stage).component_spec
     assert spec.name == meta["name"]
@@ -173,11 +174,10 @@ def test_metadata_matches_component_spec(stage):
 
 
 def test_every_component_has_metadata_and_readme():
-    found = sorted(p.parent.name for p in (REPO / "components").glob("*/component.py"))
-    assert found == sorted(STAGES)
     for stage in STAGES:
+        assert metadata(stage)["name"] == stages.get(stage).name
         readme = (REPO / "components" / stage / "README.md").read_text(encoding="utf-8")
-        assert f"kfnlp stage {metadata(stage)['name']}" in readme
+        assert f"kfnlp stage {stages.get(stage).name}" in readme
 
 
 # (d) pipelines compile to strict, well-formed specs --------------------------------------------
@@ -203,7 +203,7 @@ def strict_documents(path: Path) -> pipeline_spec_pb2.PipelineSpec:
 def compiled(request, tmp_path_factory):
     entry = catalog.PIPELINES[request.param]
     path = tmp_path_factory.mktemp("compiled") / f"{entry.name}.yaml"
-    compiler.Compiler().compile(entry.load(), str(path))
+    compiler.Compiler().compile(pipeline_function(entry), str(path))
     return entry, path
 
 
@@ -352,7 +352,7 @@ def test_pipeline_compiles_with_the_embedded_defaults(tmp_path):
     for entry in catalog.PIPELINES.values():
         arguments = pipeline_arguments(load_config(entry))
         path = tmp_path / f"{entry.name}.yaml"
-        compiler.Compiler().compile(entry.load(), str(path), pipeline_parameters=arguments)
+        compiler.Compiler().compile(pipeline_function(entry), str(path), pipeline_parameters=arguments)
         spec = strict_documents(path)
         params = spec.root.input_definitions.parameters
         assert set(arguments) == set(params)
@@ -373,8 +373,9 @@ COMPILE_ALL = """
 import sys
 from kfp import compiler
 from kfnlp import catalog
+from kfnlp.launch.pipelines import pipeline_function
 for entry in catalog.PIPELINES.values():
-    compiler.Compiler().compile(entry.load(), f"{sys.argv[1]}/{entry.name}.yaml")
+    compiler.Compiler().compile(pipeline_function(entry), f"{sys.argv[1]}/{entry.name}.yaml")
 """
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from kfnlp import catalog
-from kfnlp.catalog import MlmAdaptConfig, check_model_ref, load_config, preflight
+from kfnlp.catalog import MlmAdaptConfig, load_config
 from kfnlp.config import apply_overrides, blame_file, build, from_json, read_yaml, to_dict, yaml_key_line
 from kfnlp.errors import ConfigError, InputError
+from kfnlp.refs import check_model_ref, preflight
 from kfnlp.stages.preprocess import PreprocessConfig
 
 ENTRY = catalog.get("mlm-adapt")

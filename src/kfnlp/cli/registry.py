@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ from kfnlp.registry import Registry
 from kfnlp.registry.promotion import CHAMPION, PREVIOUS, PromoteConfig, decisions, promote, rollback
 
 SHOWN_METRICS = ("perplexity", "f1", "precision", "recall", "strict_f1", "eval_loss")
+READ_ONLY = ("list", "show", "diff")  # never create a store
 
 
 def add_parser(sub) -> None:
@@ -20,21 +22,22 @@ def add_parser(sub) -> None:
         "or the server in $MLFLOW_TRACKING_URI / --tracking-uri. Models load from it with "
         "--model models:/NAME@champion or models:/NAME/VERSION.",
     )
-    registry.add_argument(
-        "--tracking-uri", metavar="URI", help="registry URI (default: $MLFLOW_TRACKING_URI or embedded)"
-    )
-    registry.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _add_common(registry, suppress=False)
+    # the same flags after the action (`registry list NAME --json`); SUPPRESS keeps one given before
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
     actions = registry.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="models, or the versions of one model")
+    add_action = functools.partial(actions.add_parser, parents=[common])
+    listing = add_action("list", help="models, or the versions of one model")
     listing.add_argument("name", nargs="?", metavar="NAME")
-    show = actions.add_parser("show", help="one version (default: the champion) with metrics, tags and decisions")
+    show = add_action("show", help="one version (default: the champion) with metrics, tags and decisions")
     show.add_argument("name", metavar="NAME")
     show.add_argument("version", nargs="?", metavar="VERSION", help="a number or @ALIAS (default: @champion)")
-    diff = actions.add_parser("diff", help="two versions side by side")
+    diff = add_action("diff", help="two versions side by side")
     diff.add_argument("name", metavar="NAME")
     diff.add_argument("a", metavar="A", help="a version number or @ALIAS")
     diff.add_argument("b", metavar="B", help="a version number or @ALIAS")
-    prom = actions.add_parser(
+    prom = add_action(
         "promote",
         help="run the promotion gate for a version",
         description="Make VERSION @champion if it was evaluated on the champion's eval set and beats it by "
@@ -45,8 +48,18 @@ def add_parser(sub) -> None:
     prom.add_argument("--margin", type=float, default=0.0, help="required improvement of the primary metric")
     prom.add_argument("--guard", action="append", default=[], metavar="METRIC:TOL", help="e.g. recall:0.02")
     prom.add_argument("--force", action="store_true", help="promote even if the gate rejects (recorded as forced)")
-    back = actions.add_parser("rollback", help="make @previous-champion the champion again")
+    back = add_action("rollback", help="make @previous-champion the champion again")
     back.add_argument("name", metavar="NAME")
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--tracking-uri and --json. With ``suppress`` (on the actions) an absent flag sets nothing,
+    so one given before the action stands."""
+    defaults: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument(
+        "--tracking-uri", metavar="URI", help="registry URI (default: $MLFLOW_TRACKING_URI or embedded)", **defaults
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables", **defaults)
 
 
 def _version_ref(registry: Registry, name: str, ref: str | None):
@@ -86,7 +99,7 @@ def _version_row(registry: Registry, version, aliases: dict[int, list[str]]) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = Registry(args.tracking_uri)
+    registry = Registry(args.tracking_uri, read_only=args.action in READ_ONLY)
     if args.action == "promote":
         decision = promote(
             registry, args.name, args.version, PromoteConfig(margin=args.margin, guards=args.guard), args.force

@@ -23,7 +23,7 @@ from typing import Any
 
 from kfnlp.assets import BUILTIN_PREFIX, NER_DATA, builtin_data_file
 from kfnlp.errors import InputError, KfnlpError
-from kfnlp.storage import check_input, is_remote, local_input, sha256_file
+from kfnlp.storage import check_input, local_input, sha256_file
 
 SUPPORTED = {".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"}
 
@@ -276,10 +276,8 @@ def check_source(source: str, key: str = "preprocess.source") -> None:
             if source[len(BUILTIN_PREFIX) :] in NER_DATA:
                 raise InputError(f"{source} is an NER dataset (tokens and tags), not a text corpus")
             builtin_data_file(source[len(BUILTIN_PREFIX) :])
-        elif is_remote(source):
-            check_input(source)
         else:
-            local_files(source)
+            check_input(source, local_files)
     except KfnlpError as exc:
         raise type(exc)(f"{key}: {exc}") from None
 

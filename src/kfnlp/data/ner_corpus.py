@@ -9,7 +9,7 @@ from pathlib import Path
 from kfnlp.assets import BUILTIN_PREFIX, builtin_data_file
 from kfnlp.data.conll import Sentence, read_conll
 from kfnlp.errors import InputError, KfnlpError
-from kfnlp.storage import check_input, is_remote, local_input, sha256_file
+from kfnlp.storage import check_input, local_input, sha256_file
 
 HUB_SPLITS = {"train": ("train",), "validation": ("validation", "valid", "dev"), "test": ("test",)}
 
@@ -121,14 +121,15 @@ def check_ner_source(source: str, key: str) -> None:
         except Exception as exc:
             raise InputError(f"{key}: {exc}") from None
         return
-    if is_remote(source):
-        try:
-            check_input(source)
-        except KfnlpError as exc:
-            raise InputError(f"{key}: {exc}") from None
-        return
+    try:
+        check_input(source, _check_conll_file)
+    except KfnlpError as exc:
+        raise InputError(f"{key}: {exc}") from None
+
+
+def _check_conll_file(source: str) -> None:
     path = Path(source).expanduser()
     if not path.is_file():
-        raise InputError(f"{key}: {source}: no such file (expected a CoNLL file: token ... tag per line)")
+        raise InputError(f"{source}: no such file (expected a CoNLL file: token ... tag per line)")
     if path.stat().st_size == 0:
-        raise InputError(f"{key}: {source}: file is empty")
+        raise InputError(f"{source}: file is empty")

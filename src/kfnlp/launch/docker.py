@@ -34,15 +34,15 @@ from kfnlp.assets import kfnlp_home
 from kfnlp.launch import images
 from kfnlp.launch.cluster.settings import HF_KEYS, REGISTRY_OPTIONAL_KEYS, S3_KEYS, S3_OPTIONAL_KEYS
 from kfnlp.launch.images import ImageError
+from kfnlp.launch.pipelines import in_image, retrace
 
 IMAGE_UID = 1000  # USER of images/Containerfile
-INPUT_KEYS = ("source", "validation_source", "test_source", "model", "base_model", "tokenizer")
+INPUT_KINDS = ("source", "ner_source", "model")  # config fields naming files or directories to read
 PASS_ENV = (
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "HF_HUB_DISABLE_PROGRESS_BARS",
     "TOKENIZERS_PARALLELISM",
-    "KFNLP_LOG_PREFIX",
     *S3_KEYS,
     *S3_OPTIONAL_KEYS,
     *HF_KEYS,
@@ -83,7 +83,7 @@ def localize_inputs(config):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 changes[f.name] = walk(value)
-            elif f.name in INPUT_KEYS and isinstance(value, str) and value.strip():
+            elif f.metadata.get("kind") in INPUT_KINDS and isinstance(value, str) and value.strip():
                 path = os.path.abspath(os.path.expanduser(value))
                 matches = [path] if os.path.exists(path) else glob.glob(path)  # a file, directory or glob
                 if matches:
@@ -120,8 +120,6 @@ def prepare(pipeline_fn, config, image: str, root: Path, env: dict[str, str | No
     from docker.types import Mount
     from kfp import local
 
-    from kfnlp.launch.cluster.compile import retrace
-
     check_image(image)
     config, inputs = localize_inputs(config)
     home = kfnlp_home().expanduser().resolve()
@@ -141,12 +139,7 @@ def prepare(pipeline_fn, config, image: str, root: Path, env: dict[str, str | No
     run_args = {"environment": passed, "mounts": mounts, "network_mode": "host"}
     if user:
         run_args["user"] = user
-
-    def in_image(task) -> None:
-        task.set_container_image(image)
-        task.set_env_variable("KFNLP_IMAGE", image)
-
-    return retrace(pipeline_fn, in_image), config, local.DockerRunner(**run_args)
+    return retrace(pipeline_fn, in_image(image)), config, local.DockerRunner(**run_args)
 
 
 def run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:

@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kfnlp.errors import KfnlpError
-from kfnlp.storage import open_artifact
+from kfnlp.storage import open_artifact, shared_uri
 
 ERROR_FILE = "kfnlp-error.json"
 STORAGE_ENV = "KFNLP_STORAGE"
+LOG_PREFIX_ENV = "KFNLP_LOG_PREFIX"  # kfnlp run sets it to pick kfnlp's lines out of the task log
 STATUS_KEY = "kfnlp_stage"
 
 
@@ -37,8 +38,7 @@ def configure_logging() -> None:
     root = logging.getLogger("kfnlp")
     if not any(getattr(h, "_kfnlp", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        # kfnlp run sets a prefix so that it can pick kfnlp's lines out of the task log
-        handler.setFormatter(logging.Formatter(os.environ.get("KFNLP_LOG_PREFIX", "") + "%(message)s"))
+        handler.setFormatter(logging.Formatter(os.environ.get(LOG_PREFIX_ENV, "") + "%(message)s"))
         handler._kfnlp = True  # type: ignore[attr-defined]
         root.addHandler(handler)
         root.propagate = False
@@ -97,12 +97,8 @@ def with_checkpoint_dir(config, artifact):
     """On a cluster whose pipeline root is on S3 (or on KFP's MinIO, ``minio://``, with the S3 endpoint
     set to it), a training stage checkpoints next to its output artifact there (the pod's own disk goes
     with the pod), unless the config names a place."""
-    from kfnlp.storage.s3 import endpoint_url
-
-    uri = artifact.uri.rstrip("/")
-    if uri.startswith("minio://") and endpoint_url():
-        uri = "s3://" + uri[len("minio://") :]
-    if config.checkpoint_dir is None and uri.startswith("s3://") and _storage_root() is None:
+    uri = shared_uri(artifact.uri.rstrip("/"))
+    if config.checkpoint_dir is None and uri is not None and _storage_root() is None:
         return dataclasses.replace(config, checkpoint_dir=f"{uri}-checkpoints")
     return config
 

@@ -4,29 +4,26 @@ A candidate replaces the champion only when it was evaluated on the same eval se
 (fingerprint), its primary metric is better by at least ``margin`` (perplexity lower,
 F1 higher) and no guard metric regresses beyond its tolerance. The first version of a
 model becomes champion. Every decision is recorded twice: on the version (its latest
-outcome) and in the model's decision trail (``kfnlp.decision.NNNN`` tags, in order).
+outcome) and in the model's decision trail (``kfnlp.decision.NNNN.ID`` tags, in order).
 
-MLflow moves aliases last-writer-wins, so every decision runs under an exclusive lock
-per registry and model: a file lock, which serializes the processes of one host (the
-embedded store is one host by construction; for a server shared by several hosts run
-promotions from one place).
+Every decision runs under an exclusive lock per registry and model that holds across hosts
+(:mod:`kfnlp.registry.lock`); trail entries also carry a unique id in their tag name, so no
+decision can overwrite another.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
-import hashlib
 import json
 import logging
+import re
 import time
-from collections.abc import Iterator
+import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from kfnlp.assets import kfnlp_home
+from kfnlp.config import option
 from kfnlp.errors import RegistryError
+from kfnlp.registry.lock import model_lock
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +31,18 @@ CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 LOWER_IS_BETTER = {"perplexity", "eval_loss"}
 TRAIL_PREFIX = "kfnlp.decision."
+TRAIL_KEY = re.compile(r"kfnlp\.decision\.(\d+)(\.[0-9a-f]+)?")  # kfnlp.decision.SEQUENCE.ID (no ID before ids)
 EVAL_TAG = "kfnlp.eval_set_fingerprint"
 PRIMARY_TAG = "kfnlp.primary_metric"
 
 
 @dataclass
 class PromoteConfig:
-    enabled: bool = True  # pipelines run the gate right after register
-    margin: float = 0.0  # the primary metric must beat the champion's by at least this much (absolute)
-    guards: list[str] = field(default_factory=list)  # METRIC:TOLERANCE, e.g. recall:0.02: may be worse by that much
+    enabled: bool = option(True, "pipelines run the gate right after register")
+    margin: float = option(0.0, "the primary metric must beat the champion's by at least this much (absolute)")
+    guards: list[str] = option(
+        default_factory=list, help="METRIC:TOLERANCE, e.g. recall:0.02: may be worse by that much"
+    )
 
     def __post_init__(self):
         if self.margin < 0:
@@ -69,33 +69,6 @@ def better(metric: str, candidate: float, reference: float) -> float:
     return reference - candidate if metric in LOWER_IS_BETTER else candidate - reference
 
 
-@contextlib.contextmanager
-def model_lock(tracking_uri: str, name: str, timeout: float = 120.0) -> Iterator[None]:
-    """Exclusive lock for decisions about one model in one registry."""
-    if tracking_uri.startswith("sqlite:///"):
-        where = Path(tracking_uri[len("sqlite:///") :]).parent / "locks"
-    else:
-        where = kfnlp_home() / "locks"
-    where.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{tracking_uri}\0{name}".encode()).hexdigest()[:24]
-    with open(where / f"{key}.lock", "w") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RegistryError(
-                        f"model {name!r}: another promotion held the lock for {timeout:.0f} s"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @dataclass
 class Decision:
     model: str
@@ -111,6 +84,7 @@ class Decision:
     by: str = ""
     time: str = ""
     sequence: int = 0
+    id: str = ""
 
     def line(self) -> str:
         head = f"{self.model} v{self.version}: {self.outcome}"
@@ -171,15 +145,12 @@ def _record(registry, decision: Decision) -> Decision:
     """Append to the model's decision trail and tag the version with its latest outcome."""
     client = registry.client
     model = client.get_registered_model(decision.model)
-    numbers = [
-        int(k[len(TRAIL_PREFIX) :])
-        for k in model.tags
-        if k.startswith(TRAIL_PREFIX) and k[len(TRAIL_PREFIX) :].isdigit()
-    ]
+    numbers = [int(match.group(1)) for k in model.tags if (match := TRAIL_KEY.fullmatch(k))]
     decision.sequence = max(numbers, default=0) + 1
+    decision.id = uuid.uuid4().hex[:12]
     decision.time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     payload = json.dumps(asdict(decision), sort_keys=True)
-    client.set_registered_model_tag(decision.model, f"{TRAIL_PREFIX}{decision.sequence:04d}", payload)
+    client.set_registered_model_tag(decision.model, f"{TRAIL_PREFIX}{decision.sequence:04d}.{decision.id}", payload)
     client.set_model_version_tag(decision.model, str(decision.version), "kfnlp.decision", decision.outcome)
     client.set_model_version_tag(decision.model, str(decision.version), "kfnlp.decision.reason", decision.reason)
     client.set_model_version_tag(
@@ -200,7 +171,7 @@ def promote(registry, name: str, version: int, gate: PromoteConfig, force: bool 
     from mlflow.exceptions import MlflowException
 
     try:
-        with model_lock(registry.uri, name):
+        with model_lock(registry, name) as still_held:
             candidate = registry.get_version(name, version)
             champion_version = _alias_version(registry.client, name, CHAMPION)
             cand_metrics = _metrics(registry.client, candidate)
@@ -220,6 +191,7 @@ def promote(registry, name: str, version: int, gate: PromoteConfig, force: bool 
                 accept, reason, decision.forced = True, f"forced despite: {reason}", True
             decision.reason = reason
             if accept:
+                still_held()
                 if champion_version is not None:
                     registry.client.set_registered_model_alias(name, PREVIOUS, str(champion_version))
                 registry.client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -234,12 +206,12 @@ def rollback(registry, name: str) -> Decision:
     from mlflow.exceptions import MlflowException
 
     try:
-        with model_lock(registry.uri, name):
-            registry.get_model(name)
+        with model_lock(registry, name) as still_held:
             champion = _alias_version(registry.client, name, CHAMPION)
             previous = _alias_version(registry.client, name, PREVIOUS)
             if previous is None:
                 raise RegistryError(f"model {name!r} has no @{PREVIOUS} to roll back to")
+            still_held()
             registry.client.set_registered_model_alias(name, CHAMPION, str(previous))
             if champion is not None:
                 registry.client.set_registered_model_alias(name, PREVIOUS, str(champion))
@@ -260,7 +232,5 @@ def rollback(registry, name: str) -> Decision:
 def decisions(registry, name: str) -> list[dict]:
     """The model's decision trail, oldest first."""
     model = registry.get_model(name)
-    trail = [
-        json.loads(v) for k, v in model.tags.items() if k.startswith(TRAIL_PREFIX) and k[len(TRAIL_PREFIX) :].isdigit()
-    ]
-    return sorted(trail, key=lambda d: d["sequence"])
+    trail = [json.loads(v) for k, v in model.tags.items() if TRAIL_KEY.fullmatch(k)]
+    return sorted(trail, key=lambda d: (d["sequence"], d["time"], d.get("id", "")))

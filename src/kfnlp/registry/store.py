@@ -6,37 +6,76 @@ it is slow to import.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
+import shutil
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kfnlp.assets import kfnlp_home
-from kfnlp.errors import RegistryError
+from kfnlp.errors import ConfigError, RegistryError
+from kfnlp.storage import sha256_file
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "kfnlp"
+SQLITE = "sqlite:///"
+LOCK_MODEL_PREFIX = "kfnlp-promotion-lock."  # registered models that only hold promotion leases
+DOWNLOAD_RECORD = ".kfnlp-download.json"  # in a cached models:/ copy: where it came from, file hashes
 _SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|api[_-]?key)", re.IGNORECASE)
 
 
 def default_tracking_uri() -> str:
     path = kfnlp_home() / "registry" / "mlflow.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return f"{SQLITE}{path}"
 
 
 def _artifact_root(tracking_uri: str) -> str | None:
     """Embedded stores keep artifacts next to the database, not in ./mlruns."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri[len("sqlite:///") :]).parent.joinpath("artifacts").resolve().as_uri()
+    if tracking_uri.startswith(SQLITE):
+        return Path(tracking_uri[len(SQLITE) :]).parent.joinpath("artifacts").resolve().as_uri()
     return None
 
 
 def redact_uri(uri: str) -> str:
     """A URI fit for logs and outputs: any user:password@ part removed."""
     return re.sub(r"//[^/@]*@", "//", uri)
+
+
+def normalise_uri(uri: str) -> str:
+    """One spelling per registry, whoever wrote the URI: no credentials, lower-case scheme and host,
+    no trailing or doubled ``/``, an absolute sqlite path. Keys the promotion lock and the cache."""
+    if uri.startswith(SQLITE):
+        return f"{SQLITE}{Path(uri[len(SQLITE) :]).resolve()}"
+    parts = urllib.parse.urlsplit(redact_uri(uri))
+    path = re.sub(r"/+", "/", parts.path).rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def models_cache(tracking_uri: str) -> Path:
+    """Where ``models:/`` copies from the registry at ``tracking_uri`` are cached (one per registry)."""
+    return kfnlp_home() / "cache" / "models" / hashlib.sha256(normalise_uri(tracking_uri).encode()).hexdigest()[:16]
+
+
+def reject_credentials(uri: str | None, key: str) -> None:
+    """Refuse a user name or password in a URI that would be passed on (stage arguments, summaries)."""
+    if uri and "@" in urllib.parse.urlsplit(uri).netloc:
+        raise ConfigError(
+            f"{key}: the URL holds a user name or password, which would be passed to every stage and written "
+            f"to the run summary; give {redact_uri(uri)} and set $MLFLOW_TRACKING_USERNAME and "
+            "$MLFLOW_TRACKING_PASSWORD (or $MLFLOW_TRACKING_TOKEN) instead",
+            key,
+        )
 
 
 def safe_tags(tags: dict[str, Any]) -> dict[str, str]:
@@ -104,8 +143,46 @@ class _Client:
         return call
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between the processes of this host (released when the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_sqlite_store(path: Path, artifact_root: str) -> None:
+    """Create the embedded store once, whoever comes first.
+
+    MLflow migrates an empty database in place, and processes that do so at once fail on each
+    other's schema changes; one killed midway leaves a database that looks like a store but is not.
+    So one process at a time (a lock file next to it) migrates a hidden temporary database and
+    renames the finished one into place; the others find it there."""
+    if path.is_file():
+        return
+    with _file_lock(path.with_name(f"{path.name}.lock")):
+        if path.is_file():
+            return
+        for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # a killed creator's database and journal
+            stale.unlink()
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            SqlAlchemyStore(f"{SQLITE}{staging}", artifact_root).engine.dispose()
+            os.replace(staging, path)
+        finally:
+            for leftover in path.parent.glob(f"{staging.name}*"):
+                leftover.unlink()
+
+
 class Registry:
-    def __init__(self, tracking_uri: str | None = None):
+    def __init__(self, tracking_uri: str | None = None, read_only: bool = False):
+        """``read_only``: refuse (instead of creating) an embedded store whose directory does not exist."""
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         # MLflow prints each run's URL to stdout, with any user:password@ of the tracking URI in it.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -117,6 +194,9 @@ class Registry:
 
         self.uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         self.display_uri = redact_uri(self.uri)
+        database = Path(self.uri[len(SQLITE) :]) if self.uri.startswith(SQLITE) else None
+        if read_only and database is not None and not database.parent.is_dir():
+            raise RegistryError(f"no registry at {self.display_uri}: {database.parent} does not exist")
         self._mlflow = mlflow
         if self.uri.startswith(("http://", "https://")) and not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # retry chatter
@@ -125,6 +205,9 @@ class Registry:
         # and keep using this store whatever KFNLP_HOME says by then. Keep the user's values.
         exported = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         try:
+            if database is not None:
+                database.parent.mkdir(parents=True, exist_ok=True)
+                _ensure_sqlite_store(database, _artifact_root(self.uri))
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_registry_uri(self.uri)
             self.client = _Client(MlflowClient(tracking_uri=self.uri, registry_uri=self.uri), self.uri)
@@ -221,7 +304,9 @@ class Registry:
         return sorted(found, key=lambda v: int(v.version))
 
     def models(self) -> list:
-        return sorted(self.client.search_registered_models(), key=lambda m: m.name)
+        """The registered models, without the promotion gate's lease holders."""
+        found = self.client.search_registered_models()
+        return sorted((m for m in found if not m.name.startswith(LOCK_MODEL_PREFIX)), key=lambda m: m.name)
 
     def resolve(self, uri: str):
         """The version a ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` URI names."""
@@ -241,23 +326,36 @@ class Registry:
         return self.get_version(name, int(version))
 
     def download(self, uri: str) -> Path:
-        """A local copy of a registered model's files (cached by name and version)."""
-        version = self.resolve(uri)
-        target = kfnlp_home() / "cache" / "models" / version.name / str(version.version)
-        if (target / "config.json").is_file():
-            return target
-        import shutil
-        import tempfile
+        """A verified local copy of a registered model's files.
 
+        Cached per registry (its normalised URI), name and version; a cached copy is reused only
+        when it came from the same source and every file still has the SHA-256 recorded when it
+        was downloaded, otherwise it is downloaded again."""
+        version = self.resolve(uri)
+        target = models_cache(self.uri) / version.name / str(version.version)
+        origin = {
+            "registry": normalise_uri(self.uri),
+            "name": version.name,
+            "version": int(version.version),
+            "source": version.source,
+        }
+        if _verified(target, origin):
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
         try:
-            local = self._mlflow.artifacts.download_artifacts(
-                artifact_uri=version.source, dst_path=str(staging), tracking_uri=self.uri
+            local = Path(
+                self._mlflow.artifacts.download_artifacts(
+                    artifact_uri=version.source, dst_path=str(staging), tracking_uri=self.uri
+                )
             )
-            if target.exists():  # a concurrent download finished first
+            files = {p.relative_to(local).as_posix(): sha256_file(p) for p in sorted(local.rglob("*")) if p.is_file()}
+            (local / DOWNLOAD_RECORD).write_text(json.dumps({**origin, "files": files}, indent=2), encoding="utf-8")
+            if _verified(target, origin):  # a concurrent download finished first
                 return target
-            Path(local).rename(target)
+            if target.exists():  # damaged or stale: set aside, then replaced
+                os.replace(target, staging / "replaced")
+            local.rename(target)
         except Exception as exc:
             if _unreachable(exc):
                 raise registry_error(exc, self.uri) from None
@@ -265,3 +363,17 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _verified(copy: Path, origin: dict[str, Any]) -> bool:
+    """Whether ``copy`` is a complete download of ``origin`` whose files are unchanged."""
+    try:
+        record = json.loads((copy / DOWNLOAD_RECORD).read_text(encoding="utf-8"))
+        present = {p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()} - {DOWNLOAD_RECORD}
+        return (
+            {k: record.get(k) for k in origin} == origin
+            and present == set(record["files"])
+            and all(sha256_file(copy / name) == digest for name, digest in record["files"].items())
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

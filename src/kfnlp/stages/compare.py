@@ -9,53 +9,30 @@ not read as a win. The verdict says what the numbers say, whichever model wins.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
+from kfnlp.artifacts import open_evaluation, write_comparison
+from kfnlp.config import option
 from kfnlp.errors import InputError
-from kfnlp.stages.evaluate_ner import PREDICTIONS_FILE
-from kfnlp.storage import open_artifact, write_artifact
+from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CompareConfig:
-    bootstrap_samples: int = 2000  # paired resamples of test sentences for the F1-difference interval
-    confidence: float = 0.95
-    seed: int = 42
+    bootstrap_samples: int = option(2000, "paired resamples of test sentences for the F1-difference interval")
+    confidence: float = option(0.95, "level of the bootstrap interval for the F1 difference (0.5 to below 1)")
+    seed: int = option(42, "seed for the bootstrap resamples")
 
     def __post_init__(self):
         if self.bootstrap_samples < 0:
             raise ValueError(f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
-
-
-def _load(path: str, task: str) -> tuple[Path, dict]:
-    local, manifest = open_artifact(path, kind="evaluation")
-    if manifest.get("task") != task:
-        raise InputError(f"{path}: a {manifest.get('task')} evaluation, expected {task}")
-    return local, json.loads((local / "metrics.json").read_text(encoding="utf-8"))
-
-
-def read_predictions(path: str | Path) -> tuple[list[list[str]], list[list[str]]]:
-    """Gold and predicted tags of a token/gold/predicted CoNLL file."""
-    gold, predicted = [], []
-    with open(path, encoding="utf-8") as handle:
-        rows: list[list[str]] = []
-        for line in [*handle.read().split("\n"), ""]:  # not splitlines: a token may hold U+2028
-            if line.strip():
-                rows.append(line.split("\t"))
-            elif rows:
-                gold.append([r[1] for r in rows])
-                predicted.append([r[2] for r in rows])
-                rows = []
-    return gold, predicted
 
 
 def entity_counts(gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
@@ -114,12 +91,13 @@ def compare(
 ) -> dict:
     from kfnlp.reports import comparison_html, comparison_markdown
 
-    (_, mb), (_, ma) = _load(mlm_base, "mlm"), _load(mlm_adapted, "mlm")
-    (nb_dir, nb), (na_dir, na) = _load(ner_base, "ner"), _load(ner_adapted, "ner")
+    mb, ma = open_evaluation(mlm_base, "mlm").result(), open_evaluation(mlm_adapted, "mlm").result()
+    ner_b, ner_a = open_evaluation(ner_base, "ner"), open_evaluation(ner_adapted, "ner")
+    nb, na = ner_b.result(), ner_a.result()
     if nb["dataset_fingerprint"] != na["dataset_fingerprint"] or nb["split"] != na["split"]:
         raise InputError(f"{ner_base} and {ner_adapted} evaluate different data; compare them on the same split")
-    gold_b, pred_b = read_predictions(nb_dir / PREDICTIONS_FILE)
-    gold_a, pred_a = read_predictions(na_dir / PREDICTIONS_FILE)
+    gold_b, pred_b = ner_b.predictions()
+    gold_a, pred_a = ner_a.predictions()
     if gold_b != gold_a:
         raise InputError(f"{ner_base} and {ner_adapted}: the gold labels differ")
     delta = bootstrap_f1_delta(
@@ -166,9 +144,29 @@ def compare(
         "config": asdict(config),
     }
     log.info("compare: %s", result["verdict"])
-    with write_artifact(output, kind="comparison") as out:
-        (out.path / "comparison.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        (out.path / "report.md").write_text(comparison_markdown(result), encoding="utf-8")
-        (out.path / "report.html").write_text(comparison_html(result), encoding="utf-8")
-        out.info.update(task="comparison", verdict=result["verdict"], winner=result["winner"])
+    write_comparison(
+        output,
+        result,
+        comparison_markdown(result),
+        comparison_html(result),
+        task="comparison",
+        verdict=result["verdict"],
+        winner=result["winner"],
+    )
     return result
+
+
+STAGE = Stage(
+    name="compare",
+    config=CompareConfig,
+    function=compare,
+    help="base versus adapted encoder: perplexity and NER F1 side by side",
+    inputs=(
+        Input("mlm_base", "masked-LM evaluation of the base model", required=True),
+        Input("mlm_adapted", "masked-LM evaluation of the adapted model", required=True),
+        Input("ner_base", "NER evaluation of the model fine-tuned from the base encoder", required=True),
+        Input("ner_adapted", "NER evaluation of the model fine-tuned from the adapted encoder", required=True),
+        Input("output", "comparison directory to write", required=True),
+    ),
+    example="bootstrap_samples=1000",
+)

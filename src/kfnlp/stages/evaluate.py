@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+from kfnlp.artifacts import open_eval_set, write_evaluation
+from kfnlp.config import option
 from kfnlp.metrics import perplexity
-from kfnlp.storage import open_artifact, write_artifact
+from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +18,10 @@ DEFAULT_PROMPTS = ["This is a great [MASK].", "The acting in this movie was [MAS
 
 @dataclass
 class EvaluateConfig:
-    batch_size: int = 64
-    prompts: list[str] = field(default_factory=lambda: list(DEFAULT_PROMPTS))  # [MASK] = the mask token
-    top_k: int = 5
-    sparse_head: bool = True
+    batch_size: int = option(64, "evaluation batch size")
+    prompts: list[str] = option(default_factory=lambda: list(DEFAULT_PROMPTS), help="[MASK] = the mask token")
+    top_k: int = option(5, "fill-mask predictions shown per prompt")
+    sparse_head: bool = option(True, "MLM head and loss only at masked positions (same perplexity, faster)")
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -69,19 +70,16 @@ def fill_mask(model, tokenizer, prompts: list[str], top_k: int) -> list[dict]:
 
 
 def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig, label: str = "model") -> dict:
-    import datasets
-
     from kfnlp.modeling import disable_sparse_mlm_loss, enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
     from kfnlp.reports import evaluation_markdown
-    from kfnlp.stages.train_mlm import check_same_vocabulary
 
     started = time.monotonic()
-    local, manifest = open_artifact(eval_set, kind="eval_set")
+    masked = open_eval_set(eval_set)
     tokenizer = load_tokenizer(model)
-    check_same_vocabulary(tokenizer, manifest, eval_set)
+    masked.check_vocabulary(tokenizer)
     net = load_masked_lm(model)
     sparse = config.sparse_head and enable_sparse_mlm_loss(net)
-    data = datasets.load_from_disk(str(local / "data")).with_format("torch")
+    data = masked.data().with_format("torch")
     total, count = masked_lm_loss_sum(net, data, config.batch_size)
     seconds = time.monotonic() - started
     disable_sparse_mlm_loss(net)
@@ -99,19 +97,40 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
         "task": "mlm",
         "label": label,
         "model": model,
-        "eval_set_fingerprint": manifest["fingerprint"],
+        "eval_set_fingerprint": masked.fingerprint,
         "metrics": metrics,
         "fill_mask": examples,
         "sparse_head": sparse,
         "config": asdict(config),
     }
-    with write_artifact(output, kind="evaluation") as out:
-        (out.path / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        (out.path / "report.md").write_text(evaluation_markdown(result), encoding="utf-8")
-        out.info.update(task="mlm", eval_set_fingerprint=manifest["fingerprint"], metrics=metrics, label=label)
+    write_evaluation(
+        output,
+        result,
+        evaluation_markdown(result),
+        task="mlm",
+        eval_set_fingerprint=masked.fingerprint,
+        metrics=metrics,
+        label=label,
+    )
     return result
 
 
-def load_evaluation(path: str) -> dict:
-    local, _ = open_artifact(path, kind="evaluation")
-    return json.loads((local / "metrics.json").read_text(encoding="utf-8"))
+STAGE = Stage(
+    name="evaluate",
+    config=EvaluateConfig,
+    function=evaluate_mlm,
+    help="perplexity on the masked eval set plus fill-mask examples",
+    inputs=(
+        Input(
+            "model",
+            "model to score (artifact, path, Hub id or builtin:splade-tiny)",
+            required=True,
+            kind="model",
+        ),
+        Input("eval_set", "eval-set artifact from mask-eval", required=True),
+        Input("output", "evaluation directory to write", required=True),
+        Input("label", "name for this model in reports", default="model"),
+    ),
+    example="batch_size=32",
+    hub=True,
+)

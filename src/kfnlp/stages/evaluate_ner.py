@@ -9,29 +9,27 @@ seqeval's on exactly that file.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from kfnlp.data.conll import write_conll
+from kfnlp.artifacts import open_ner_dataset, write_evaluation
+from kfnlp.config import option
 from kfnlp.data.ner import word_predictions
 from kfnlp.errors import InputError
 from kfnlp.metrics import seqeval_scores
-from kfnlp.storage import open_artifact, write_artifact
+from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_FILE = "predictions.conll"
 
 
 @dataclass
 class EvaluateNerConfig:
-    split: Literal["test", "validation", "train"] = "test"
-    batch_size: int = 64
-    top_confusions: int = 10
+    split: Literal["test", "validation", "train"] = option("test", "split of the preprocess-ner dataset to score")
+    batch_size: int = option(64, "evaluation batch size (sentences, batched by length)")
+    top_confusions: int = option(10, "most frequent (gold, predicted) word-label confusions listed in the report")
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -75,25 +73,19 @@ def confusions(gold: list[list[str]], predicted: list[list[str]], top: int) -> l
 
 
 def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfig, label: str = "model") -> dict:
-    import datasets
-
     from kfnlp.modeling import load_token_classifier, load_tokenizer
     from kfnlp.reports import ner_evaluation_html, ner_evaluation_markdown
-    from kfnlp.stages.preprocess_ner import load_labels
-    from kfnlp.stages.train_mlm import check_same_vocabulary
 
-    local, manifest = open_artifact(dataset, kind="dataset")
-    if manifest.get("task") != "ner":
-        raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
-    if config.split not in manifest["splits"]:
-        raise InputError(f"{dataset}: no {config.split} split (has {', '.join(manifest['splits'])})")
-    labels = load_labels(local)
-    check_same_vocabulary(load_tokenizer(model), manifest, dataset)
+    source = open_ner_dataset(dataset)
+    if config.split not in source.manifest["splits"]:
+        raise InputError(f"{dataset}: no {config.split} split (has {', '.join(source.manifest['splits'])})")
+    labels = source.labels()
+    source.check_vocabulary(load_tokenizer(model))
     net = load_token_classifier(model)
     model_labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
     if model_labels != labels:
         raise InputError(f"{model}: its labels {model_labels} differ from the dataset's {labels}")
-    data = datasets.load_from_disk(str(local / "data"))[config.split]
+    data = source.splits()[config.split]
     word_ids, seconds = predict_word_labels(net, data, config.batch_size)
     gold = [[labels[t] for t in tags] for tags in data["ner_tags"]]
     unseen = sum(p is None for sentence in word_ids for p in sentence)
@@ -113,7 +105,7 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
         "label": label,
         "model": model,
         "split": config.split,
-        "dataset_fingerprint": manifest["fingerprint"],
+        "dataset_fingerprint": source.fingerprint,
         "metrics": metrics,
         "per_entity": scores["default"]["per_entity"],
         "strict": scores["strict"],
@@ -121,10 +113,35 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
         "config": asdict(config),
     }
     log.info("evaluate %s: F1 %.4f on %d sentences (%d entities)", label, metrics["f1"], len(gold), metrics["entities"])
-    with write_artifact(output, kind="evaluation") as out:
-        write_conll(out.path / PREDICTIONS_FILE, zip(data["tokens"], gold, predicted, strict=True))
-        (out.path / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        (out.path / "report.md").write_text(ner_evaluation_markdown(result), encoding="utf-8")
-        (out.path / "report.html").write_text(ner_evaluation_html(result), encoding="utf-8")
-        out.info.update(task="ner", dataset_fingerprint=manifest["fingerprint"], metrics=metrics, label=label)
+    write_evaluation(
+        output,
+        result,
+        ner_evaluation_markdown(result),
+        ner_evaluation_html(result),
+        predictions=zip(data["tokens"], gold, predicted, strict=True),
+        task="ner",
+        dataset_fingerprint=source.fingerprint,
+        metrics=metrics,
+        label=label,
+    )
     return result
+
+
+STAGE = Stage(
+    name="evaluate-ner",
+    config=EvaluateNerConfig,
+    function=evaluate_ner,
+    help="NER mode of evaluate: word-level seqeval scores, predictions file and report",
+    inputs=(
+        Input(
+            "model",
+            "NER model (train-ner artifact or a token-classification model directory)",
+            required=True,
+            kind="model",
+        ),
+        Input("dataset", "NER dataset artifact from preprocess-ner", required=True),
+        Input("output", "evaluation directory to write", required=True),
+        Input("label", "name for this model in reports", default="model"),
+    ),
+    example="split=validation",
+)

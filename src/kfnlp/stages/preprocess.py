@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from kfnlp.artifacts import CORPUS_TEXT, open_dataset, tokenizer_fingerprint, write_dataset
+from kfnlp.config import option
 from kfnlp.data import chunking
 from kfnlp.data.corpus import NER_TRAIN_SOURCE, load_corpus
 from kfnlp.errors import InputError
 from kfnlp.modeling import load_tokenizer
-from kfnlp.storage import fingerprint, open_artifact, write_artifact
+from kfnlp.stages.entry import Input, Stage
+from kfnlp.storage import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +24,15 @@ log = logging.getLogger(__name__)
 class PreprocessConfig:
     """How to turn a corpus into training chunks."""
 
-    source: str = "builtin:imdb"  # file, directory, glob, hf:DATASET, builtin:imdb or ner:train
-    text_column: str = "text"  # dotted path for nested fields (answers.text)
-    hf_config: str | None = None
-    hf_split: str = "train"
-    chunk_size: int = 128
-    group_size: int = 1000  # documents concatenated before chunking (recipe: map batch size)
-    max_documents: int | None = None  # seeded downsample of the corpus
-    test_size: float = 0.1  # share of documents held out for evaluation
-    seed: int = 42
+    source: str = option("builtin:imdb", "file, directory, glob, hf:DATASET, builtin:imdb or ner:train", kind="source")
+    text_column: str = option("text", "dotted path for nested fields (answers.text)")
+    hf_config: str | None = option(None, "configuration (subset) name of an hf: dataset")
+    hf_split: str = option("train", "split of an hf: dataset to read")
+    chunk_size: int = option(128, "tokens per training chunk (at least 2)")
+    group_size: int = option(1000, "documents concatenated before chunking (recipe: map batch size)")
+    max_documents: int | None = option(None, "seeded downsample of the corpus")
+    test_size: float = option(0.1, "share of documents held out for evaluation")
+    seed: int = option(42, "seed for the downsample and the train/test split")
 
     def __post_init__(self):
         if not 0.0 < self.test_size < 1.0:
@@ -53,16 +55,7 @@ def with_corpus(config: PreprocessConfig, ner_dataset: str | None) -> Preprocess
         raise InputError(
             f"preprocess.source {NER_TRAIN_SOURCE} needs a preprocess-ner dataset (the adapt-then-ner pipeline passes it)"
         )
-    from kfnlp.stages.preprocess_ner import CORPUS_FILE
-
-    local, _ = open_artifact(ner_dataset, kind="dataset")
-    return replace(config, source=str(local / CORPUS_FILE), text_column="text")
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Identity of a vocabulary: equal fingerprints mean token ids mean the same."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(repr((vocab, tokenizer.mask_token)).encode()).hexdigest()
+    return replace(config, source=str(open_dataset(ner_dataset).corpus_path), text_column=CORPUS_TEXT)
 
 
 def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -79,8 +72,6 @@ def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.nd
 
 def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
     """Read, split, tokenize and chunk; write a dataset artifact to ``output``."""
-    import datasets
-
     started = time.monotonic()
     corpus = load_corpus(config.source, config.text_column, config.hf_config, config.hf_split)
     tok = load_tokenizer(tokenizer)
@@ -104,17 +95,34 @@ def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
         }
         log.info("preprocess: %s: %d documents -> %d chunks of %d", name, len(docs), len(chunks), config.chunk_size)
     tok_fp = tokenizer_fingerprint(tok)
-    with write_artifact(output, kind="dataset") as out:
-        datasets.DatasetDict(splits).save_to_disk(str(out.path / "data"))
-        tok.save_pretrained(str(out.path / "tokenizer"))
-        out.info.update(
-            task="mlm",
-            fingerprint=fingerprint(corpus.origin, asdict(config), tok_fp),
-            tokenizer=tokenizer,
-            tokenizer_fingerprint=tok_fp,
-            config=asdict(config),
-            counts=counts,
-            seconds=round(time.monotonic() - started, 3),
-        )
-        manifest = dict(out.info)
-    return manifest
+    return write_dataset(
+        output,
+        splits,
+        tok,
+        started,
+        task="mlm",
+        fingerprint=fingerprint(corpus.origin, asdict(config), tok_fp),
+        tokenizer=tokenizer,
+        tokenizer_fingerprint=tok_fp,
+        config=asdict(config),
+        counts=counts,
+    )
+
+
+STAGE = Stage(
+    name="preprocess",
+    config=PreprocessConfig,
+    function=preprocess,
+    help="read, split, tokenize and chunk a corpus",
+    inputs=(
+        Input("output", "dataset artifact directory to write", required=True),
+        Input(
+            "tokenizer",
+            "model whose tokenizer to use (Hub id, path or builtin:splade-tiny)",
+            default="builtin:splade-tiny",
+            kind="model",
+        ),
+    ),
+    example="max_documents=1000",
+    hub=True,
+)

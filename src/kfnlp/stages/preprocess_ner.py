@@ -4,47 +4,54 @@ task-adaptive masked-LM pretraining)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from kfnlp.artifacts import tokenizer_fingerprint, write_ner_dataset
+from kfnlp.config import option
 from kfnlp.data.conll import Sentence
 from kfnlp.data.ner import check_labels, encode, label_list, repair_iob
 from kfnlp.data.ner_corpus import load_ner_source
 from kfnlp.errors import InputError
 from kfnlp.modeling import load_tokenizer
-from kfnlp.storage import fingerprint, write_artifact
+from kfnlp.stages.entry import Input, Stage
+from kfnlp.storage import fingerprint
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-LABELS_FILE = "labels.json"
-CORPUS_FILE = "corpus.jsonl"
 
 
 @dataclass
 class NerPreprocessConfig:
     """How to turn labelled sentences into token-classification datasets."""
 
-    source: str = "builtin:wnut16"  # CoNLL file, hf:DATASET (tokens + ner_tags) or builtin:wnut16
-    validation_source: str | None = None  # CoNLL file; default: a seeded split of source
-    test_source: str | None = None  # CoNLL file; default: a seeded split of source
-    encoding: str = "utf-8"  # of CoNLL files (a UTF-8 BOM is always accepted)
-    hf_config: str | None = None
-    tokens_column: str = "tokens"
-    tags_column: str = "ner_tags"
-    labels: list[str] | None = None  # default: O + B-/I- of every type in the data (Hub: ClassLabel names)
-    repair_iob: bool = True  # an I- tag that starts an entity becomes B- (IOB1 -> IOB2)
-    dedupe: bool = True  # drop repeated sentences before splitting, so no test sentence is also trained on
-    validation_size: float = 0.1  # share held out when the source has no validation split
-    test_size: float = 0.1  # share held out when the source has no test split
-    max_sentences: int | None = None  # seeded downsample of each split
-    max_length: int = 256  # sub-tokens per sentence, special tokens included; longer ones are truncated
-    label_all_subtokens: bool = True  # recipe: continuation sub-tokens get the I- label; false: -100
-    seed: int = 42
+    source: str = option(
+        "builtin:wnut16",
+        "CoNLL file, hf:DATASET (tokens + ner_tags) or builtin:wnut16",
+        kind="ner_source",
+    )
+    validation_source: str | None = option(None, "CoNLL file; default: a seeded split of source", kind="ner_source")
+    test_source: str | None = option(None, "CoNLL file; default: a seeded split of source", kind="ner_source")
+    encoding: str = option("utf-8", "of CoNLL files (a UTF-8 BOM is always accepted)")
+    hf_config: str | None = option(None, "configuration (subset) name of an hf: dataset")
+    tokens_column: str = option("tokens", "column of an hf: dataset holding each sentence's words")
+    tags_column: str = option(
+        "ner_tags",
+        "column of an hf: dataset holding the tags: ClassLabel ids (their names are the labels) or tag strings",
+    )
+    labels: list[str] | None = option(None, "default: O + B-/I- of every type in the data (Hub: ClassLabel names)")
+    repair_iob: bool = option(True, "an I- tag that starts an entity becomes B- (IOB1 -> IOB2)")
+    dedupe: bool = option(True, "drop repeated sentences before splitting, so no test sentence is also trained on")
+    validation_size: float = option(0.1, "share held out when the source has no validation split")
+    test_size: float = option(0.1, "share held out when the source has no test split")
+    max_sentences: int | None = option(None, "seeded downsample of each split")
+    max_length: int = option(256, "sub-tokens per sentence, special tokens included; longer ones are truncated")
+    label_all_subtokens: bool = option(True, "recipe: continuation sub-tokens get the I- label; false: -100")
+    seed: int = option(42, "seed for the validation/test split and the max_sentences downsample")
 
     def __post_init__(self):
         for name in ("validation_size", "test_size"):
@@ -187,36 +194,39 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
         raise InputError(f"{config.source}: no training sentences")
     counts["train"]["duplicates_removed"] = removed
 
-    from kfnlp.stages.preprocess import tokenizer_fingerprint
-
     tok_fp = tokenizer_fingerprint(tok)
-    with write_artifact(output, kind="dataset") as out:
-        datasets.DatasetDict(built).save_to_disk(str(out.path / "data"))
-        tok.save_pretrained(str(out.path / "tokenizer"))
-        (out.path / LABELS_FILE).write_text(
-            json.dumps({"labels": labels, "id2label": dict(enumerate(labels)), "label2id": label2id}, indent=2),
-            encoding="utf-8",
-        )
-        with open(out.path / CORPUS_FILE, "w", encoding="utf-8") as handle:
-            for s in splits["train"]:
-                handle.write(json.dumps({"text": " ".join(s.tokens)}, ensure_ascii=False) + "\n")
-        out.info.update(
-            task="ner",
-            fingerprint=fingerprint(source.origin, asdict(config), tok_fp),
-            tokenizer=tokenizer,
-            tokenizer_fingerprint=tok_fp,
-            labels=labels,
-            splits=sorted(built),
-            config=asdict(config),
-            counts=counts,
-            seconds=round(time.monotonic() - started, 3),
-        )
-        manifest = dict(out.info)
-    return manifest
+    return write_ner_dataset(
+        output,
+        built,
+        tok,
+        labels,
+        (" ".join(s.tokens) for s in splits["train"]),
+        started,
+        task="ner",
+        fingerprint=fingerprint(source.origin, asdict(config), tok_fp),
+        tokenizer=tokenizer,
+        tokenizer_fingerprint=tok_fp,
+        labels=labels,
+        splits=sorted(built),
+        config=asdict(config),
+        counts=counts,
+    )
 
 
-def load_labels(dataset_dir) -> list[str]:
-    """The label list of a local preprocess-ner dataset directory."""
-    from pathlib import Path
-
-    return json.loads((Path(dataset_dir) / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
+STAGE = Stage(
+    name="preprocess-ner",
+    config=NerPreprocessConfig,
+    function=preprocess_ner,
+    help="NER mode of preprocess: read labelled sentences, split, tokenize, align labels",
+    inputs=(
+        Input("output", "NER dataset artifact directory to write", required=True),
+        Input(
+            "tokenizer",
+            "model whose tokenizer to use (Hub id, path or builtin:minilm)",
+            default="builtin:minilm",
+            kind="model",
+        ),
+    ),
+    example="max_sentences=500",
+    hub=True,
+)

@@ -11,6 +11,7 @@ from pathlib import Path
 from kfnlp.errors import InputError
 from kfnlp.registry import Registry
 from kfnlp.registry.promotion import PromoteConfig, promote
+from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +29,18 @@ def promote_registered(registered: str, config: PromoteConfig, tracking_uri: str
     decision = promote(Registry(tracking_uri), name, version, config)
     log.info("promote: %s", decision.line())
     return asdict(decision)
+
+
+STAGE = Stage(
+    name="promote",
+    config=PromoteConfig,
+    function=promote_registered,
+    help="the promotion gate for a registered version (humans: kfnlp registry promote)",
+    inputs=(
+        Input("registered", "the JSON a register stage wrote (name and version)", required=True),
+        Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)"),
+    ),
+    example="margin=0.01",
+    registry=True,
+    cache=False,
+)

@@ -12,17 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kfnlp
+from kfnlp.artifacts import open_model, read_evaluation
+from kfnlp.config import option
 from kfnlp.registry import Registry
-from kfnlp.stages.evaluate import load_evaluation
-from kfnlp.storage import open_artifact
+from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class RegisterConfig:
-    model_name: str = "kfnlp-mlm"
-    tracking_uri: str | None = None  # default: sqlite file under $KFNLP_HOME/registry
+    model_name: str = option("kfnlp-mlm", "registered model name; each run adds a new version")
+    tracking_uri: str | None = option(None, "default: sqlite file under $KFNLP_HOME/registry")
 
     def __post_init__(self):
         if not self.model_name.strip():
@@ -131,18 +132,18 @@ def register(
     baseline: str | None = None,
     run_name: str | None = None,
 ) -> dict:
-    model_dir, model_manifest = open_artifact(model, kind="model")
-    result = load_evaluation(evaluation)
-    base = load_evaluation(baseline) if baseline else None
+    trained = open_model(model)
+    result = read_evaluation(evaluation)
+    base = read_evaluation(baseline) if baseline else None
     metrics, primary = registry_metrics(result, base)
-    training = model_manifest.get("training", {})
+    training = trained.training
     for key in ("train_loss", "train_samples_per_second", "global_step"):
         if isinstance(training.get(key), (int, float)):
             metrics[key] = training[key]
     tags = {
         "kfnlp.task": "token-classification" if result.get("task") == "ner" else "fill-mask",
-        "kfnlp.base_model": model_manifest["base_model"],
-        "kfnlp.dataset_fingerprint": model_manifest["dataset_fingerprint"],
+        "kfnlp.base_model": trained.manifest["base_model"],
+        "kfnlp.dataset_fingerprint": trained.manifest["dataset_fingerprint"],
         "kfnlp.eval_set_fingerprint": result.get("eval_set_fingerprint") or result.get("dataset_fingerprint"),
         "kfnlp.code_version": code_version(),
         "kfnlp.pipeline_run": run_name,
@@ -152,12 +153,12 @@ def register(
     }
     with tempfile.TemporaryDirectory() as tmp:
         card = Path(tmp) / "README.md"
-        card.write_text(model_card(config.model_name, model_manifest, result, base), encoding="utf-8")
+        card.write_text(model_card(config.model_name, trained.manifest, result, base), encoding="utf-8")
         summary = Path(tmp) / "training_summary.json"
         summary.write_text(json.dumps(training, indent=2), encoding="utf-8")
         registered = Registry(config.tracking_uri).register(
             config.model_name,
-            model_dir,
+            trained.path,
             metrics=metrics,
             params=training.get("config", {}),
             tags=tags,
@@ -167,3 +168,20 @@ def register(
     registered["metrics"] = metrics
     registered["tags"] = {k: v for k, v in tags.items() if v is not None}
     return registered
+
+
+STAGE = Stage(
+    name="register",
+    config=RegisterConfig,
+    function=register,
+    help="record the model as a new version in the model registry",
+    inputs=(
+        Input("model", "model artifact from train-mlm", required=True, kind="model"),
+        Input("evaluation", "evaluation of that model", required=True),
+        Input("baseline", "evaluation of the base model (optional)"),
+        Input("run_name", "pipeline run name"),
+    ),
+    example="model_name=kfnlp-mlm-imdb",
+    registry=True,
+    cache=False,
+)

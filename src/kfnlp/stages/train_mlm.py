@@ -2,64 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 
-from kfnlp.errors import InputError
-from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, Strategy
-from kfnlp.storage import open_artifact, write_artifact
-from kfnlp.training import check_schedule
+from kfnlp.config import option
+from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, MaskSpec, Strategy
+from kfnlp.stages.entry import Input, Stage
+from kfnlp.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainMlmConfig:
+class TrainMlmConfig(TrainingConfig):
     """The recipe's defaults (lr 2e-5, weight decay 0.01, batch 64, eval each epoch)."""
 
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    batch_size: int = 64
-    eval_batch_size: int | None = None  # default: batch_size
-    num_epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    warmup_ratio: float = 0.0
-    max_train_chunks: int | None = None  # seeded downsample (the recipe uses 10,000)
-    masking: Strategy = "token"
-    mask_probability: float | None = None  # default: 0.15 token-level, 0.2 whole-word
-    seed: int = 42
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPUs, fp32 on CPU
-    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    eval_steps: int | None = None
-    logging_steps: int = 50
-    save_steps: int = 500
-    save_total_limit: int = 2  # checkpoints kept (the newest; older ones go once a newer one is complete)
-    save_minutes: float | None = None  # also checkpoint whenever this many minutes passed since the last save
-    checkpoint_dir: str | None = None  # local dir or s3:// URI (default: <output>-checkpoints); one subdir per run key
-    resume: bool = True  # start from the newest complete checkpoint of the same run (output, config, inputs)
-    keep_checkpoints: bool = False  # keep the run's checkpoints after the final model is stored
-    sparse_head: bool = True  # MLM head and loss only at masked positions (same loss, faster)
-    num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
+    batch_size: int = option(64, "training batch size per device")
+    max_train_chunks: int | None = option(None, "seeded downsample (the recipe uses 10,000)")
+    masking: Strategy = option("token", "dynamic masking while training: single tokens or whole words")
+    mask_probability: float | None = option(None, "default: 0.15 token-level, 0.2 whole-word")
+    sparse_head: bool = option(True, "MLM head and loss only at masked positions (same loss, faster)")
 
     def __post_init__(self):
-        check_schedule(self)
+        super().__post_init__()
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
             raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
-
-
-def check_same_vocabulary(tokenizer, manifest: dict, where: str) -> None:
-    from kfnlp.stages.preprocess import tokenizer_fingerprint
-
-    if tokenizer_fingerprint(tokenizer) != manifest["tokenizer_fingerprint"]:
-        raise InputError(
-            f"{where} was tokenized with a different vocabulary than this model's tokenizer; "
-            "preprocess the data with the same model"
-        )
 
 
 def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, base_model: str) -> dict:
@@ -77,89 +47,81 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
             config=config,
             base_model=base_model,
         )
-    import datasets
     from transformers import set_seed
 
+    from kfnlp.artifacts import open_dataset, open_eval_set
     from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
-    from kfnlp.stages.mask_eval import mask_spec
-    from kfnlp.training import (
-        checkpoints,
-        progress_callback,
-        resolve_precision,
-        schedule_arguments,
-        summarize,
-        training_arguments,
-    )
+    from kfnlp.training import resolve_precision
+    from kfnlp.training.run import TrainerJob, run_trainer
 
     started = time.monotonic()
-    data_dir, data_manifest = open_artifact(dataset, kind="dataset")
-    eval_dir, eval_manifest = open_artifact(eval_set, kind="eval_set")
+    data = open_dataset(dataset)
+    evals = open_eval_set(eval_set)
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model)
-    check_same_vocabulary(tokenizer, data_manifest, dataset)
+    data.check_vocabulary(tokenizer)
     model = load_masked_lm(base_model)
     sparse = config.sparse_head and enable_sparse_mlm_loss(model)
 
-    train = datasets.load_from_disk(str(data_dir / "data"))["train"]
+    train = data.splits()["train"]
     if config.max_train_chunks is not None and config.max_train_chunks < len(train):
         rng = np.random.default_rng(config.seed)
         train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_chunks]))
     train = train.select_columns(["input_ids", "attention_mask", "word_ids"]).with_format("numpy")
-    evaluation = datasets.load_from_disk(str(eval_dir / "data")).with_format("torch")
 
     probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]
     # each data-parallel worker draws its own masks
-    collator = MaskingCollator(mask_spec(tokenizer, config.masking, probability), seed=config.seed + distributed.rank())
+    collator = MaskingCollator(
+        MaskSpec.for_tokenizer(tokenizer, config.masking, probability), seed=config.seed + distributed.rank()
+    )
     precision = resolve_precision(config.mixed_precision)
-    ckpt = checkpoints.Checkpointing.for_stage(
-        "train-mlm",
-        output,
-        config,
-        base_model=base_model,
-        dataset=data_manifest["fingerprint"],
-        eval_set=eval_manifest["fingerprint"],
-    )
-    args = training_arguments(
-        precision=precision,
-        eval_strategy=config.eval_strategy,
-        save_strategy="steps",
-        remove_unused_columns=False,  # word_ids must reach the whole-word collator
-        prediction_loss_only=True,
-        dataloader_drop_last=False,
-        **schedule_arguments(config, output_dir=str(ckpt.scratch)),
-    )
-    trainer = checkpoints.make_trainer(
-        config.seed,
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=train,
-        eval_dataset=evaluation if config.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        callbacks=[progress_callback("train-mlm")],
-    )
     log.info("train-mlm: %d chunks, precision %s, sparse head %s", len(train), precision, sparse)
-    result = checkpoints.train(trainer, ckpt, "train-mlm", on_resume=lambda step: setattr(collator, "batches", step))
-    summary = summarize(trainer, result, time.monotonic() - started)
-    summary.update(
-        precision=precision, sparse_head=sparse, train_chunks=len(train), config=asdict(config), **ckpt.summary()
+    job = TrainerJob(
+        model=model,
+        tokenizer=tokenizer,
+        train=train,
+        evaluation=evals.data().with_format("torch"),
+        collator=collator,
+        precision=precision,
+        started=started,
+        run_inputs={"base_model": base_model, "dataset": data.fingerprint, "eval_set": evals.fingerprint},
+        arguments={
+            "save_strategy": "steps",
+            "remove_unused_columns": False,  # word_ids must reach the whole-word collator
+            "prediction_loss_only": True,
+            "dataloader_drop_last": False,
+        },
+        summary_facts={"sparse_head": sparse, "train_chunks": len(train)},
+        manifest_facts={
+            "task": "mlm",
+            "base_model": base_model,
+            "dataset_fingerprint": data.fingerprint,
+            "eval_set_fingerprint": evals.fingerprint,
+            "tokenizer_fingerprint": data.manifest["tokenizer_fingerprint"],
+        },
+        on_resume=lambda step: setattr(collator, "batches", step),
     )
-    if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
-        return {"training": summary}
+    return run_trainer("train-mlm", output, config, job)
 
-    with write_artifact(output, kind="model") as out:
-        # the artifact itself is a plain Hugging Face model directory
-        model.save_pretrained(str(out.path))
-        tokenizer.save_pretrained(str(out.path))
-        (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        out.info.update(
-            task="mlm",
-            base_model=base_model,
-            dataset_fingerprint=data_manifest["fingerprint"],
-            eval_set_fingerprint=eval_manifest["fingerprint"],
-            tokenizer_fingerprint=data_manifest["tokenizer_fingerprint"],
-            training=summary,
-        )
-        manifest = dict(out.info)
-    checkpoints.finish(ckpt, rank0=True)
-    return manifest
+
+STAGE = Stage(
+    name="train-mlm",
+    config=TrainMlmConfig,
+    function=train_mlm,
+    help="adapt a masked-LM to the corpus",
+    inputs=(
+        Input("dataset", "dataset artifact from preprocess", required=True),
+        Input("eval_set", "eval-set artifact from mask-eval", required=True),
+        Input("output", "model artifact directory to write", required=True),
+        Input(
+            "base_model",
+            "model to adapt (Hub id, path or builtin:splade-tiny)",
+            default="builtin:splade-tiny",
+            kind="model",
+        ),
+    ),
+    example="max_steps=100",
+    trains=True,
+    hub=True,
+    cache=False,
+)

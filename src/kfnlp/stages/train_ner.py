@@ -2,51 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from kfnlp.config import option
 from kfnlp.data.chunking import IGNORE_INDEX
-from kfnlp.errors import InputError
-from kfnlp.storage import open_artifact, write_artifact
-from kfnlp.training import check_schedule
+from kfnlp.stages.entry import Input, Stage
+from kfnlp.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainNerConfig:
+class TrainNerConfig(TrainingConfig):
     """The recipe's defaults (lr 2e-5, 3 epochs, weight decay 0.01, batch 8, eval each epoch)."""
 
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    batch_size: int = 8
-    eval_batch_size: int = 64
-    num_epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    warmup_ratio: float = 0.0
-    group_by_length: bool = True  # batches of similar length: less padding, same data each epoch
-    max_train_sentences: int | None = None  # seeded downsample
-    seed: int = 42
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on GPUs, fp32 on CPU
-    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    eval_steps: int | None = None
-    logging_steps: int = 50
-    save_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    save_steps: int = 500
-    save_total_limit: int = 1  # checkpoints kept (the newest; older ones go once a newer one is complete)
-    save_minutes: float | None = None  # also checkpoint whenever this many minutes passed since the last save
-    checkpoint_dir: str | None = None  # local dir or s3:// URI (default: <output>-checkpoints); one subdir per run key
-    resume: bool = True  # start from the newest complete checkpoint of the same run (output, config, inputs)
-    keep_checkpoints: bool = False  # keep the run's checkpoints after the final model is stored
-    num_processes: int = 1  # data-parallel processes on this node (0: one per GPU); global batch = batch_size x this
-
-    def __post_init__(self):
-        check_schedule(self)
+    eval_batch_size: int = option(64, "batch size of the evaluations during training")
+    save_total_limit: int = option(1, "checkpoints kept (the newest; older ones go once a newer one is complete)")
+    group_by_length: bool = option(True, "batches of similar length: less padding, same data each epoch")
+    max_train_sentences: int | None = option(None, "seeded downsample")
+    save_strategy: Literal["epoch", "steps", "no"] = option(
+        "epoch", "when checkpoints are written (steps: every save_steps)"
+    )
 
 
 def seqeval_metric(labels: list[str]):
@@ -77,32 +58,22 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         return distributed.launch(
             "train_ner", config.num_processes, dataset=dataset, output=output, config=config, base_model=base_model
         )
-    import datasets
     from transformers import DataCollatorForTokenClassification, set_seed
 
+    from kfnlp.artifacts import open_ner_dataset
     from kfnlp.modeling import load_token_classifier, load_tokenizer
-    from kfnlp.stages.preprocess_ner import LABELS_FILE, load_labels
-    from kfnlp.stages.train_mlm import check_same_vocabulary
-    from kfnlp.training import (
-        checkpoints,
-        progress_callback,
-        resolve_precision,
-        schedule_arguments,
-        summarize,
-        training_arguments,
-    )
+    from kfnlp.training import resolve_precision
+    from kfnlp.training.run import TrainerJob, run_trainer
 
     started = time.monotonic()
-    local, manifest = open_artifact(dataset, kind="dataset")
-    if manifest.get("task") != "ner":
-        raise InputError(f"{dataset}: a {manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)")
-    labels = load_labels(local)
+    data = open_ner_dataset(dataset)
+    labels = data.labels()
     set_seed(config.seed)
     tokenizer = load_tokenizer(base_model)
-    check_same_vocabulary(tokenizer, manifest, dataset)
+    data.check_vocabulary(tokenizer)
     model = load_token_classifier(base_model, labels)
 
-    splits = datasets.load_from_disk(str(local / "data"))
+    splits = data.splits()
     columns = ["input_ids", "labels"]  # the length-grouped sampler measures input_ids itself
     train = splits["train"]
     if config.max_train_sentences is not None and config.max_train_sentences < len(train):
@@ -110,57 +81,56 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_sentences]))
     train = train.select_columns(columns)
     validation = splits["validation"].select_columns(columns) if "validation" in splits else None
-    evaluating = config.eval_strategy != "no" and validation is not None
     if config.eval_strategy != "no" and validation is None:
         log.warning("train-ner: the dataset has no validation split; not evaluating during training")
 
     precision = resolve_precision(config.mixed_precision)
-    ckpt = checkpoints.Checkpointing.for_stage(
-        "train-ner", output, config, base_model=base_model, dataset=manifest["fingerprint"]
-    )
-    collator = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
-    args = training_arguments(
-        precision=precision,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy=config.eval_strategy if evaluating else "no",
-        save_strategy=config.save_strategy,
-        **schedule_arguments(config, output_dir=str(ckpt.scratch)),
-    )
-    trainer = checkpoints.make_trainer(
-        config.seed,
-        model=model,
-        args=args,
-        data_collator=collator,
-        train_dataset=train,
-        eval_dataset=validation if evaluating else None,
-        processing_class=tokenizer,
-        compute_metrics=seqeval_metric(labels),
-        callbacks=[progress_callback("train-ner")],
-    )
     log.info("train-ner: %d sentences, %d labels, precision %s", len(train), len(labels), precision)
-    result = checkpoints.train(trainer, ckpt, "train-ner")
-    summary = summarize(trainer, result, time.monotonic() - started)
-    evaluations = [entry for entry in trainer.state.log_history if "eval_f1" in entry]
-    if evaluations:  # the recipe's sub-token scores on validation after the last evaluation
-        summary["validation"] = {k[len("eval_") :]: v for k, v in evaluations[-1].items() if k.startswith("eval_")}
-    summary.update(precision=precision, train_sentences=len(train), config=asdict(config), **ckpt.summary())
-    if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
-        return {"training": summary}
+    job = TrainerJob(
+        model=model,
+        tokenizer=tokenizer,
+        train=train,
+        evaluation=validation,
+        collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if precision != "no" else None),
+        precision=precision,
+        started=started,
+        run_inputs={"base_model": base_model, "dataset": data.fingerprint},
+        arguments={
+            "train_sampling_strategy": "group_by_length" if config.group_by_length else "random",
+            "save_strategy": config.save_strategy,
+        },
+        summary_facts={"train_sentences": len(train)},
+        manifest_facts={
+            "task": "ner",
+            "base_model": base_model,
+            "labels": labels,
+            "dataset_fingerprint": data.fingerprint,
+            "tokenizer_fingerprint": data.manifest["tokenizer_fingerprint"],
+        },
+        model_files=(data.labels_path,),
+        compute_metrics=seqeval_metric(labels),
+        validation_metric="f1",  # the recipe's sub-token scores on validation
+    )
+    return run_trainer("train-ner", output, config, job)
 
-    with write_artifact(output, kind="model") as out:
-        # the artifact itself is a plain Hugging Face model directory
-        model.save_pretrained(str(out.path))
-        tokenizer.save_pretrained(str(out.path))
-        (out.path / LABELS_FILE).write_text((local / LABELS_FILE).read_text(encoding="utf-8"), "utf-8")
-        (out.path / "training_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        out.info.update(
-            task="ner",
-            base_model=base_model,
-            labels=labels,
-            dataset_fingerprint=manifest["fingerprint"],
-            tokenizer_fingerprint=manifest["tokenizer_fingerprint"],
-            training=summary,
-        )
-        manifest_out = dict(out.info)
-    checkpoints.finish(ckpt, rank0=True)
-    return manifest_out
+
+STAGE = Stage(
+    name="train-ner",
+    config=TrainNerConfig,
+    function=train_ner,
+    help="fine-tune an encoder for token classification",
+    inputs=(
+        Input("dataset", "NER dataset artifact from preprocess-ner", required=True),
+        Input("output", "model artifact directory to write", required=True),
+        Input(
+            "base_model",
+            "encoder: Hub id, path, builtin:minilm or a train-mlm model artifact",
+            default="builtin:minilm",
+            kind="model",
+        ),
+    ),
+    example="num_epochs=1",
+    trains=True,
+    hub=True,
+    cache=False,
+)

@@ -54,28 +54,6 @@ def training_arguments(output_dir: str, *, precision: str, **kwargs: Any):
     )
 
 
-def check_schedule(config) -> None:
-    """Checks of the fields every training config shares (ValueError naming the field)."""
-    if config.learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0, got {config.learning_rate}")
-    for name in ("batch_size", "eval_batch_size"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if config.max_steps <= 0 and config.num_epochs <= 0:
-        raise ValueError("set num_epochs > 0 or max_steps > 0")
-    if not 0.0 <= config.warmup_ratio < 1.0:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
-    if config.eval_strategy == "steps" and not config.eval_steps:
-        raise ValueError("eval_strategy steps needs eval_steps")
-    if config.save_minutes is not None and config.save_minutes <= 0:
-        raise ValueError(f"save_minutes must be > 0 (or unset), got {config.save_minutes}")
-    if config.save_total_limit < 1:
-        raise ValueError(f"save_total_limit must be >= 1, got {config.save_total_limit}")
-    if config.num_processes < 0:
-        raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {config.num_processes}")
-
-
 def schedule_arguments(config, output_dir: str) -> dict[str, Any]:
     """TrainingArguments keywords for the fields every training config shares; ``output_dir`` is
     where the Trainer saves checkpoints before kfnlp commits them (see :mod:`kfnlp.training.checkpoints`)."""

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp.errors import Preempted, StorageError
-from kfnlp.storage import MANIFEST, fingerprint, is_remote, read_manifest, write_artifact
+from kfnlp.storage import ArtifactStore, fingerprint, store_for, write_artifact
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +74,17 @@ class CheckpointStore:
     root: str
     keep: int = 2
 
+    @property
+    def store(self) -> ArtifactStore:
+        return store_for(self.root)
+
     def uri(self, step: int) -> str:
         return f"{self.root}/step-{step:09d}"
 
     def steps(self) -> list[int]:
         """Steps of the complete checkpoints, oldest first (incomplete ones are ignored)."""
-        if is_remote(self.root):
-            from kfnlp.storage import s3
-
-            found = [int(m.group(1)) for m in map(STEP_RE.match, s3.list_children(self.root)) if m]
-            return sorted(step for step in found if s3.exists_complete(self.uri(step)))
-        root = Path(self.root)
-        if not root.is_dir():
-            return []
-        complete = []
-        for path in root.iterdir():
-            match = STEP_RE.match(path.name)
-            if match and (path / MANIFEST).is_file():
-                with contextlib.suppress(StorageError):
-                    read_manifest(path, KIND)
-                    complete.append(int(match.group(1)))
-        return sorted(complete)
+        found = [int(m.group(1)) for m in map(STEP_RE.match, self.store.children(self.root)) if m]
+        return sorted(step for step in found if self.store.exists(self.uri(step), KIND))
 
     def latest(self) -> int | None:
         steps = self.steps()
@@ -111,45 +101,24 @@ class CheckpointStore:
         shutil.rmtree(saved, ignore_errors=True)
         steps = self.steps()
         for old in steps[: max(len(steps) - self.keep, 0)]:
-            self._delete(old)
+            self.store.delete(self.uri(old))
         return dest
 
     def local_path(self, step: int, scratch: Path) -> Path:
         """Where :meth:`fetch` makes checkpoint ``step`` available (the same for every worker of a node)."""
-        return scratch / f"resume-{step:09d}" if is_remote(self.root) else Path(self.uri(step))
+        return self.store.local_path(self.uri(step)) or scratch / f"resume-{step:09d}"
 
     def fetch(self, step: int, scratch: Path) -> Path:
         """A local directory holding checkpoint ``step``, for the Trainer to resume from."""
         local = self.local_path(step, scratch)
-        if is_remote(self.root):
-            from kfnlp.storage import s3
-
-            s3.download_artifact(self.uri(step), local, kind=KIND)
-        else:
-            read_manifest(local, KIND)
+        self.store.fetch(self.uri(step), local, kind=KIND)
         return local
-
-    def _delete(self, step: int) -> None:
-        if is_remote(self.root):
-            from kfnlp.storage import s3
-
-            s3.delete_artifact(self.uri(step))
-            return
-        path = Path(self.uri(step))
-        (path / MANIFEST).unlink(missing_ok=True)  # no longer complete before any file goes
-        shutil.rmtree(path, ignore_errors=True)
 
     def clear(self) -> None:
         """Delete every checkpoint of the run (once its final model is stored)."""
-        if is_remote(self.root):
-            from kfnlp.storage import s3
-
-            for step in self.steps():
-                s3.delete_artifact(self.uri(step))
-            return
         for step in self.steps():
-            self._delete(step)
-        shutil.rmtree(self.root, ignore_errors=True)
+            self.store.delete(self.uri(step))
+        self.store.remove_dir(self.root)
 
 
 @dataclass
@@ -171,9 +140,8 @@ class Checkpointing:
         root = f"{(config.checkpoint_dir or default_checkpoint_dir(output)).rstrip('/')}/{key}"
         # the Trainer writes next to a local store (a rename commits it); S3 commits upload from a fixed
         # temporary path that every data-parallel worker of this node agrees on
-        scratch = (
-            Path(tempfile.gettempdir()) / f"kfnlp-checkpoints-{key}" if is_remote(root) else Path(root) / ".trainer"
-        )
+        local = store_for(root).local_path(root)
+        scratch = local / ".trainer" if local else Path(tempfile.gettempdir()) / f"kfnlp-checkpoints-{key}"
         return cls(
             store=CheckpointStore(root, keep=max(config.save_total_limit or 1, 1)),
             key=key,

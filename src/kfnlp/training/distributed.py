@@ -40,17 +40,6 @@ from kfnlp.errors import ConfigError, KfnlpError
 
 log = logging.getLogger(__name__)
 
-# stage -> (config class, stage function)
-STAGES = {
-    "train_mlm": ("kfnlp.stages.train_mlm:TrainMlmConfig", "kfnlp.stages.train_mlm:train_mlm"),
-    "train_ner": ("kfnlp.stages.train_ner:TrainNerConfig", "kfnlp.stages.train_ner:train_ner"),
-}
-
-
-def _import(ref: str):
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
-
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -111,6 +100,7 @@ def launch(stage: str, num_processes: int, **kwargs: Any) -> dict:
         spec_path = Path(tmp) / "spec.json"
         spec = {
             "stage": stage,
+            "module": type(config).__module__,  # the stage module: it defines the config and ends with STAGE
             "config": dataclasses.asdict(config),
             "kwargs": kwargs,
             "result": str(Path(tmp) / "result.json"),
@@ -190,11 +180,11 @@ def _worker_error(stage: str, errors: str, code: int) -> KfnlpError:
 
 
 def _run_spec(spec: dict) -> int:
-    config_cls, function = (_import(ref) for ref in STAGES[spec["stage"]])
+    stage = importlib.import_module(spec["module"]).STAGE  # a kfnlp.stages.entry.Stage
     here = rank()
     try:
-        config = config_cls(**spec["config"])
-        result = function(config=config, **spec["kwargs"])
+        config = stage.config(**spec["config"])
+        result = stage.function(config=config, **spec["kwargs"])
     except BaseException as exc:
         if not isinstance(exc, KfnlpError):
             traceback.print_exc()

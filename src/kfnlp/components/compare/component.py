@@ -18,10 +18,10 @@ def compare(
     """Base versus adapted encoder: perplexity before/after and NER F1 (overall, per entity, bootstrap interval)."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import copy_file, destination, source, stage_guard
-    from kfnlp.stages.compare import CompareConfig, compare
+    from kfnlp.stages.compare import STAGE, compare
 
-    with stage_guard("compare", comparison):
-        cfg = from_json(CompareConfig, config, "compare")
+    with stage_guard(STAGE.name, comparison):
+        cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(comparison)
         compare(source(mlm_base), source(mlm_adapted), source(ner_base), source(ner_adapted), out, cfg)
         copy_file(out, "report.md", report.path)

@@ -21,10 +21,10 @@ def evaluate(
     artifact or (``model_ref``) a Hub id, path or builtin model."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
-    from kfnlp.stages.evaluate import EvaluateConfig, evaluate_mlm
+    from kfnlp.stages.evaluate import STAGE, evaluate_mlm
 
-    with stage_guard("evaluate", results):
-        cfg = from_json(EvaluateConfig, config, "evaluate")
+    with stage_guard(STAGE.name, results):
+        cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(results)
         result = evaluate_mlm(source(model) if model is not None else model_ref, source(eval_set), out, cfg, label)
         log_metrics(metrics, result["metrics"])

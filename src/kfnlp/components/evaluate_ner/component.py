@@ -17,10 +17,10 @@ def evaluate_ner(
     """Word-level seqeval precision/recall/F1 of an NER model on a held-out split, with predictions and a report."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
-    from kfnlp.stages.evaluate_ner import EvaluateNerConfig, evaluate_ner
+    from kfnlp.stages.evaluate_ner import STAGE, evaluate_ner
 
-    with stage_guard("evaluate-ner", results):
-        cfg = from_json(EvaluateNerConfig, config, "evaluate_ner")
+    with stage_guard(STAGE.name, results):
+        cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(results)
         result = evaluate_ner(source(model), source(dataset), out, cfg, label)
         log_metrics(metrics, result["metrics"])

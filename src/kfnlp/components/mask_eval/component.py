@@ -9,7 +9,7 @@ def mask_eval(config: str, dataset: Input[Dataset], eval_set: Output[Dataset]):
     """Mask the held-out split once with a fixed seed: a stable perplexity benchmark."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import destination, source, stage_guard
-    from kfnlp.stages.mask_eval import MaskEvalConfig, mask_eval
+    from kfnlp.stages.mask_eval import STAGE, mask_eval
 
-    with stage_guard("mask-eval", eval_set):
-        mask_eval(source(dataset), destination(eval_set), from_json(MaskEvalConfig, config, "mask_eval"))
+    with stage_guard(STAGE.name, eval_set):
+        mask_eval(source(dataset), destination(eval_set), from_json(STAGE.config, config, STAGE.section))

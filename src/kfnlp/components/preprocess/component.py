@@ -12,8 +12,8 @@ def preprocess(config: str, tokenizer: str, dataset: Output[Dataset], corpus: Op
     (a preprocess-ner dataset) the text is that dataset's training sentences instead of ``source``."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import destination, source, stage_guard
-    from kfnlp.stages.preprocess import PreprocessConfig, preprocess, with_corpus
+    from kfnlp.stages.preprocess import STAGE, preprocess, with_corpus
 
-    with stage_guard("preprocess", dataset):
-        cfg = from_json(PreprocessConfig, config, "preprocess")
+    with stage_guard(STAGE.name, dataset):
+        cfg = from_json(STAGE.config, config, STAGE.section)
         preprocess(destination(dataset), with_corpus(cfg, source(corpus) if corpus is not None else None), tokenizer)

@@ -9,7 +9,7 @@ def preprocess_ner(config: str, tokenizer: str, dataset: Output[Dataset]):
     """Read labelled sentences, split them, tokenize them and align the labels to sub-tokens."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import destination, stage_guard
-    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
+    from kfnlp.stages.preprocess_ner import STAGE, preprocess_ner
 
-    with stage_guard("preprocess-ner", dataset):
-        preprocess_ner(destination(dataset), from_json(NerPreprocessConfig, config, "preprocess_ner"), tokenizer)
+    with stage_guard(STAGE.name, dataset):
+        preprocess_ner(destination(dataset), from_json(STAGE.config, config, STAGE.section), tokenizer)

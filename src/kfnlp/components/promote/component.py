@@ -12,13 +12,14 @@ def promote(config: str, register_config: str, registered: Input[Artifact], deci
 
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import stage_guard
-    from kfnlp.registry.promotion import PromoteConfig
-    from kfnlp.stages.promote import promote_registered
-    from kfnlp.stages.register import RegisterConfig
+    from kfnlp.stages import register
+    from kfnlp.stages.promote import STAGE, promote_registered
 
-    with stage_guard("promote", decision):
-        registry = from_json(RegisterConfig, register_config, "register")
-        result = promote_registered(registered.path, from_json(PromoteConfig, config, "promote"), registry.tracking_uri)
+    with stage_guard(STAGE.name, decision):
+        registry = from_json(register.STAGE.config, register_config, register.STAGE.section)
+        result = promote_registered(
+            registered.path, from_json(STAGE.config, config, STAGE.section), registry.tracking_uri
+        )
         os.makedirs(os.path.dirname(decision.path), exist_ok=True)
         with open(decision.path, "w", encoding="utf-8") as handle:
             json.dump(result, handle, indent=2)

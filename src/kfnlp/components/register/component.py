@@ -21,13 +21,13 @@ def register(
 
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import source, stage_guard
-    from kfnlp.stages.register import RegisterConfig, register
+    from kfnlp.stages.register import STAGE, register
 
-    with stage_guard("register", registered):
+    with stage_guard(STAGE.name, registered):
         result = register(
             source(model),
             source(evaluation),
-            from_json(RegisterConfig, config, "register"),
+            from_json(STAGE.config, config, STAGE.section),
             source(baseline) if baseline is not None else None,
             run_name,
         )

@@ -17,9 +17,9 @@ def train_ner(
     """Fine-tune an encoder (a Hub id, path or builtin, or a train-mlm artifact) for token classification."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import destination, source, stage_guard, with_checkpoint_dir
-    from kfnlp.stages.train_ner import TrainNerConfig, train_ner
+    from kfnlp.stages.train_ner import STAGE, train_ner
 
-    with stage_guard("train-ner", model):
+    with stage_guard(STAGE.name, model):
         encoder = source(base_model) if base_model is not None else base_model_ref
-        cfg = with_checkpoint_dir(from_json(TrainNerConfig, config, "train_ner"), model)
+        cfg = with_checkpoint_dir(from_json(STAGE.config, config, STAGE.section), model)
         train_ner(source(dataset), destination(model), cfg, encoder)

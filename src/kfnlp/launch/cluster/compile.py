@@ -12,7 +12,6 @@ import order. The stage config is baked in as the parameters' defaults.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import logging
@@ -22,22 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfnlp.config import apply_overrides, blame_file, build, deep_merge, read_yaml, to_dict
+from kfnlp import catalog
+from kfnlp.catalog import PipelineEntry, pipeline_arguments
+from kfnlp.config import to_dict
 from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster.settings import (
     HF_KEYS,
-    HUB_STAGES,
     REGISTRY_OPTIONAL_KEYS,
-    REGISTRY_STAGES,
     S3_KEYS,
     S3_OPTIONAL_KEYS,
     SECTION,
-    STAGE_NAMES,
     ClusterConfig,
     load_cluster,
     parse_label,
     parse_toleration,
 )
+from kfnlp.launch.images import RELEASE_IMAGE
+from kfnlp.launch.pipelines import in_image, pipeline_function, retrace
 
 log = logging.getLogger(__name__)
 
@@ -55,37 +55,30 @@ class Compiled:
     gpu_tasks: list[str]
 
 
-def load_configs(entry, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()):
+def load_configs(
+    entry: PipelineEntry,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    image: str = RELEASE_IMAGE,
+) -> tuple[Any, ClusterConfig]:
     """(pipeline config, cluster config): embedded defaults <- file <- --set, as
-    ``kfnlp run`` merges them, with the ``cluster`` section split off."""
-    data = read_yaml(entry.defaults_file)
-    if config_file:
-        try:
-            data = deep_merge(data, read_yaml(config_file))
-            _build(entry, data)
-        except ConfigError as exc:
-            raise blame_file(exc, config_file) from None
-    return _build(entry, apply_overrides(data, overrides))
-
-
-def _build(entry, data: dict[str, Any]):
-    data = dict(data)
-    cluster = data.pop(SECTION, None)
-    return build(entry.config_type, data), load_cluster(cluster)
+    ``kfnlp run`` merges them, with the ``cluster`` section split off; ``image`` is the
+    image when the cluster section names none."""
+    return catalog.load_config_and_cluster(entry, functools.partial(load_cluster, image=image), config_file, overrides)
 
 
 def configure_task(task, cluster: ClusterConfig) -> int:
     """Apply the cluster settings to one task; return its GPU count."""
     from kfp import kubernetes
 
+    from kfnlp import stages
+
     stage = task.component_spec.name
-    if stage not in STAGE_NAMES:
-        raise ConfigError(
-            f"stage {stage!r} has no cluster settings; add it to kfnlp.launch.cluster.settings.STAGE_NAMES"
-        )
+    if stage not in stages.by_name():
+        raise ConfigError(f"stage {stage!r} has no cluster settings: no kfnlp.stages module declares it")
+    entry = stages.get(stage)
     p = cluster.profile(stage)
-    task.set_container_image(cluster.image)
-    task.set_env_variable("KFNLP_IMAGE", cluster.image)  # register records the image in the model's lineage
+    in_image(cluster.image)(task)
     for setting in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
         if getattr(p, setting):
             getattr(task, f"set_{setting}")(getattr(p, setting))
@@ -105,36 +98,14 @@ def configure_task(task, cluster: ClusterConfig) -> int:
     if cluster.s3_secret:
         kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_KEYS)
         kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_OPTIONAL_KEYS, optional=True)
-    if cluster.hf_token_secret and stage in HUB_STAGES:
+    if cluster.hf_token_secret and entry.hub:
         kubernetes.use_secret_as_env(task, cluster.hf_token_secret, HF_KEYS)
-    if cluster.registry_secret and stage in REGISTRY_STAGES:
+    if cluster.registry_secret and entry.registry:
         kubernetes.use_secret_as_env(task, cluster.registry_secret, REGISTRY_OPTIONAL_KEYS, optional=True)
     return p.gpus
 
 
-def retrace(original, configure, pipeline_root: str | None = None):
-    """The pipeline ``original`` traced again, with ``configure(task)`` called on each task
-    once the pipeline function has created them all."""
-    from kfp import dsl
-    from kfp.dsl import pipeline_context
-
-    func = original.pipeline_func
-
-    @functools.wraps(func)
-    def configured(*args):
-        outputs = func(*args)
-        for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
-            configure(task)
-        return outputs
-
-    return dsl.pipeline(
-        name=original.component_spec.name,
-        description=original.pipeline_spec.pipeline_info.description or None,
-        pipeline_root=pipeline_root,
-    )(configured)
-
-
-def cluster_pipeline(entry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None):
+def cluster_pipeline(entry: PipelineEntry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None) -> Any:
     """``entry``'s pipeline, traced again with every task configured for ``cluster``."""
 
     def configure(task) -> None:
@@ -142,7 +113,7 @@ def cluster_pipeline(entry, cluster: ClusterConfig, gpu_tasks: list[str] | None 
         if gpus and gpu_tasks is not None:
             gpu_tasks.append(f"{task._task_spec.display_name or task.name} x{gpus}")
 
-    return retrace(entry.load(), configure, cluster.pipeline_root or None)
+    return retrace(pipeline_function(entry), configure, cluster.pipeline_root or None)
 
 
 def check_no_credentials(config: Any, prefix: str = "") -> None:
@@ -171,13 +142,16 @@ def check_no_env_secrets(text: str) -> None:
 
 
 def compile_pipeline(
-    name: str, output: str | os.PathLike, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+    name: str,
+    output: str | os.PathLike,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    image: str = RELEASE_IMAGE,
 ) -> Compiled:
-    """Compile pipeline ``name`` to ``output`` (written whole or not at all)."""
-    from kfnlp import catalog
-
+    """Compile pipeline ``name`` to ``output`` (written whole or not at all); ``image``: the
+    runtime image unless the config's ``cluster.image`` names one."""
     entry = catalog.get(name)
-    config, cluster = load_configs(entry, config_file, overrides)
+    config, cluster = load_configs(entry, config_file, overrides, image)
     output = Path(output)
     if output.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"--output {output}: expected a .yaml file (KFP reads pipeline YAML)")
@@ -186,11 +160,9 @@ def compile_pipeline(
     return compile_to(entry, config, cluster, output)
 
 
-def compile_to(entry, config, cluster: ClusterConfig, output: Path) -> Compiled:
+def compile_to(entry: PipelineEntry, config, cluster: ClusterConfig, output: Path) -> Compiled:
     """The one place pipelines are compiled for a cluster (compile, submit and upload)."""
     from kfp import compiler
-
-    from kfnlp.catalog import pipeline_arguments
 
     check_no_credentials(config)
     if "register" in {f.name for f in dataclasses.fields(config)} and not (
@@ -211,36 +183,3 @@ def compile_to(entry, config, cluster: ClusterConfig, output: Path) -> Compiled:
     finally:
         tmp.unlink(missing_ok=True)
     return Compiled(output, entry.name, cluster, gpu_tasks)
-
-
-# --- the CLI command --------------------------------------------------------------------------------
-
-DESCRIPTION = """\
-Compile a pipeline to KFP v2 pipeline YAML for a Kubeflow cluster: the stage config
-(embedded defaults <- --config <- --set) becomes the parameters' defaults, and the
-cluster: section of the config (--set cluster.KEY=VALUE) sets the image, CPU/memory,
-GPUs, node selector, tolerations, /dev/shm, secrets (by name only), retries, caching
-and the pipeline root. See docs/cluster.md."""
-
-
-def add_parser(sub, add_config_flags) -> None:
-    parser = sub.add_parser(
-        "compile",
-        help="compile a pipeline for a Kubeflow cluster",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("pipeline", metavar="PIPELINE", help="pipeline name (see `kfnlp pipelines`)")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE.yaml", help="where to write the pipeline")
-    add_config_flags(parser, "cluster.train.gpus=2")
-
-
-def run(args) -> int:
-    result = compile_pipeline(args.pipeline, args.output, args.config, args.overrides)
-    c = result.cluster
-    gpus = f"{c.gpu_resource}: {', '.join(result.gpu_tasks)}" if result.gpu_tasks else "no GPUs"
-    print(
-        f"kfnlp: compiled {result.pipeline} to {result.path} (image {c.image}; {gpus}; "
-        f"pipeline root {c.pipeline_root or 'the deployment default'})"
-    )
-    return 0

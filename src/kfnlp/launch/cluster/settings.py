@@ -4,42 +4,33 @@ They live apart from the pipeline's stage config because they describe where the
 pipeline runs (image, pods, secrets), not what it computes: the compiled stage
 parameters stay the same on every cluster, and pipeline configs stay valid for
 ``kfnlp run --local``. Validation happens here, once, so a bad value is reported
-by its key before anything is compiled. Regenerate the table in docs/cluster.md
-with ``python -m kfnlp.docs``.
+by its key before anything is compiled. The table in docs/cluster.md is generated
+from these classes (``python -m kfnlp.docs``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from kfnlp import __version__
-from kfnlp.config import build, deep_merge, to_dict
+from kfnlp.config import build, deep_merge, option, to_dict
 from kfnlp.errors import ConfigError
+from kfnlp.launch.images import RELEASE_IMAGE
 
 SECTION = "cluster"
 
-# Every stage (component name). Which secrets a stage gets follows from what it touches:
-# all stages move artifacts under the pipeline root (a KFP launcher configured with
-# `fromEnv` credentials reads them from the pod), some load models or tokenizers by
-# reference (the Hub), and two talk to the model registry.
-STAGE_NAMES = (
-    "preprocess",
-    "mask-eval",
-    "train-mlm",
-    "evaluate",
-    "register",
-    "promote",
-    "preprocess-ner",
-    "train-ner",
-    "evaluate-ner",
-    "compare",
-)
-HUB_STAGES = ("preprocess", "preprocess-ner", "train-mlm", "train-ner", "evaluate")
-REGISTRY_STAGES = ("register", "promote")
+
+def stage_names(**flags: bool) -> list[str]:
+    """The stages (component names) whose :class:`~kfnlp.stages.entry.Stage` entry has ``flags``
+    (e.g. ``hub=True``), in pipeline order. Which secrets a stage gets follows from what it
+    touches: all stages move artifacts under the pipeline root, some load models or
+    tokenizers by reference (the Hub), and some talk to the model registry."""
+    from kfnlp import stages
+
+    return [s.name for s in stages.by_name().values() if all(getattr(s, k) == v for k, v in flags.items())]
+
 
 # secret key -> env var; required keys must exist in the secret, optional ones may not
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -69,28 +60,22 @@ UNITS = {"": 1, "m": 1e-3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "
 UNITS.update({k + "i": 1024 ** "KMGTPE".index(k[0]) * 1024 for k in "KMGTPE"})
 
 
-RELEASE_IMAGE = f"ghcr.io/kfnlp/kfnlp:{__version__}"  # the components' image when $KFNLP_IMAGE is unset
-
-
-def default_image() -> str:
-    from kfnlp.components import IMAGE  # honours $KFNLP_IMAGE, like the components themselves
-
-    return IMAGE
-
-
 @dataclass
 class StageProfile:
     """Pod settings for one kind of stage."""
 
-    cpu_request: str = "1"  # CPU cores reserved for the pod (e.g. 500m, 2); "" leaves it unset
-    cpu_limit: str = "4"  # CPU cores the pod may use at most; "" for no limit
-    memory_request: str = "4Gi"  # memory reserved for the pod (e.g. 512Mi, 8Gi); "" leaves it unset
-    memory_limit: str = "8Gi"  # memory the pod may use at most (includes /dev/shm); "" for no limit
-    gpus: int = 0  # GPUs per pod, of the type cluster.gpu_resource; 0 for none
-    node_selector: list[str] = field(default_factory=list)  # node labels the pod must match, as KEY=VALUE
-    tolerations: list[str] = field(default_factory=list)  # node taints the pod tolerates, as KEY[=VALUE][:EFFECT]
-    shm_size: str = ""  # size of a memory-backed emptyDir at /dev/shm (DataLoader workers need it); "" for none
-    retries: int = 0  # times KFP reruns a failed task (with the cluster.retry_backoff* delays)
+    cpu_request: str = option("1", 'CPU cores reserved for the pod (e.g. 500m, 2); "" leaves it unset')
+    cpu_limit: str = option("4", 'CPU cores the pod may use at most; "" for no limit')
+    memory_request: str = option("4Gi", 'memory reserved for the pod (e.g. 512Mi, 8Gi); "" leaves it unset')
+    memory_limit: str = option("8Gi", 'memory the pod may use at most (includes /dev/shm); "" for no limit')
+    gpus: int = option(0, "GPUs per pod, of the type cluster.gpu_resource; 0 for none")
+    node_selector: list[str] = option(default_factory=list, help="node labels the pod must match, as KEY=VALUE")
+    tolerations: list[str] = option(default_factory=list, help="node taints the pod tolerates, as KEY[=VALUE][:EFFECT]")
+    shm_size: str = option(
+        "",
+        'size of a memory-backed emptyDir at /dev/shm (DataLoader workers need it); "" for none',
+    )
+    retries: int = option(0, "times KFP reruns a failed task (with the cluster.retry_backoff* delays)")
 
 
 def _train_profile() -> StageProfile:
@@ -110,24 +95,40 @@ def _train_profile() -> StageProfile:
 class ClusterConfig:
     """Where and how the compiled pipeline runs on Kubernetes."""
 
-    image: str = field(
-        default_factory=default_image
-    )  # runtime image of every stage: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:DIGEST or both; default $KFNLP_IMAGE, else the release image
-    image_pull_secret: str = ""  # docker-registry secret for a private registry; "" for none
-    pipeline_root: str = "minio://mlpipeline/v2/artifacts"  # where KFP stores artifacts (s3://, minio:// or gs://BUCKET/PATH); "" for the KFP deployment's default
-    s3_secret: str = "kfnlp-s3"  # secret whose AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional: AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION) become env vars of every stage; "" for none
-    hf_token_secret: str = ""  # secret whose HF_TOKEN becomes env HF_TOKEN of stages that load from the Hub
-    registry_secret: str = ""  # secret with MLFLOW_TRACKING_URI/_USERNAME/_PASSWORD/_TOKEN (each optional) for register and promote; "" for none
-    gpu_resource: str = "nvidia.com/gpu"  # extended resource name of a GPU
-    train_stages: list[str] = field(
-        default_factory=lambda: ["train-mlm", "train-ner"]
-    )  # stages that use the train profile; all others use the data profile
-    cache_stages: list[str] = field(
-        default_factory=lambda: ["preprocess", "preprocess-ner", "mask-eval", "evaluate", "evaluate-ner", "compare"]
-    )  # stages KFP may serve from its cache (the cache key includes the image); training, register and promote always run
-    retry_backoff: str = "60s"  # wait before the first retry (s, m, h or d)
-    retry_backoff_factor: float = 2.0  # each further retry waits this many times longer
-    retry_backoff_max: str = "1h"  # retries stop this long after the first failure
+    image: str = option(
+        RELEASE_IMAGE,
+        help="runtime image of every stage: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:DIGEST or both; default "
+        "$KFNLP_IMAGE, else the release image",
+    )
+    image_pull_secret: str = option("", 'docker-registry secret for a private registry; "" for none')
+    pipeline_root: str = option(
+        "minio://mlpipeline/v2/artifacts",
+        'where KFP stores artifacts (s3://, minio:// or gs://BUCKET/PATH); "" for the KFP deployment\'s default',
+    )
+    s3_secret: str = option(
+        "kfnlp-s3",
+        "secret whose AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optional: AWS_ENDPOINT_URL_S3, "
+        'AWS_DEFAULT_REGION) become env vars of every stage; "" for none',
+    )
+    hf_token_secret: str = option("", "secret whose HF_TOKEN becomes env HF_TOKEN of stages that load from the Hub")
+    registry_secret: str = option(
+        "",
+        "secret with MLFLOW_TRACKING_URI/_USERNAME/_PASSWORD/_TOKEN (each optional) for register and "
+        'promote; "" for none',
+    )
+    gpu_resource: str = option("nvidia.com/gpu", "extended resource name of a GPU")
+    train_stages: list[str] = option(
+        default_factory=lambda: stage_names(trains=True),
+        help="stages that use the train profile; all others use the data profile",
+    )
+    cache_stages: list[str] = option(
+        default_factory=lambda: stage_names(cache=True),
+        help="stages KFP may serve from its cache (the cache key includes the image); training, register and "
+        "promote always run",
+    )
+    retry_backoff: str = option("60s", "wait before the first retry (s, m, h or d)")
+    retry_backoff_factor: float = option(2.0, "each further retry waits this many times longer")
+    retry_backoff_max: str = option("1h", "retries stop this long after the first failure")
     data: StageProfile = field(default_factory=StageProfile)
     train: StageProfile = field(default_factory=_train_profile)
 
@@ -138,11 +139,12 @@ class ClusterConfig:
             check_secret_name(getattr(self, name), f"{SECTION}.{name}")
         if not self.gpu_resource.strip():
             raise ConfigError(f"{SECTION}.gpu_resource: must not be empty", f"{SECTION}.gpu_resource")
+        known = stage_names()
         for name in ("train_stages", "cache_stages"):
             for stage in getattr(self, name):
-                if stage not in STAGE_NAMES:
+                if stage not in known:
                     raise ConfigError(
-                        f"{SECTION}.{name}: unknown stage {stage!r}; stages: {', '.join(STAGE_NAMES)}",
+                        f"{SECTION}.{name}: unknown stage {stage!r}; stages: {', '.join(known)}",
                         f"{SECTION}.{name}",
                     )
         for name in ("retry_backoff", "retry_backoff_max"):
@@ -249,49 +251,17 @@ def check_profile(p: StageProfile, where: str) -> None:
             )
 
 
-def load_cluster(data: Any = None) -> ClusterConfig:
-    """The ``cluster:`` mapping over the defaults, validated. A profile section is merged
-    key by key over that profile's own defaults (``train: {gpus: 2}`` keeps the train
-    tolerations), which a plain dataclass build would replace with StageProfile's."""
+def load_cluster(data: Any = None, image: str = RELEASE_IMAGE) -> ClusterConfig:
+    """The ``cluster:`` mapping over the defaults, validated; ``image`` when it names none (the
+    CLI passes ``$KFNLP_IMAGE``). A profile section is merged key by key over that profile's own
+    defaults (``train: {gpus: 2}`` keeps the train tolerations), which a plain dataclass build
+    would replace with StageProfile's."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{SECTION}: expected a mapping of keys, got {data!r}", SECTION)
-    data = dict(data)
+    data = {"image": image, **data}
     for name, factory in (("data", StageProfile), ("train", _train_profile)):
         if isinstance(data.get(name), dict):
             data[name] = deep_merge(to_dict(factory()), data[name])
     return build(ClusterConfig, data, SECTION)
-
-
-# --- the reference table in docs/cluster.md --------------------------------------------------------
-
-
-def reference_rows() -> list[tuple[str, str, Any, str]]:
-    """(dotted key, type, default, help) for every leaf of ClusterConfig."""
-    from typing import get_type_hints
-
-    from kfnlp import docs
-
-    out = []
-
-    def walk(cls: type, value: Any, prefix: str) -> None:
-        hints, helps = get_type_hints(cls), docs.field_help(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], getattr(value, f.name), f"{prefix}{f.name}.")
-            else:
-                out.append((prefix + f.name, docs.type_name(hints[f.name]), getattr(value, f.name), helps[f.name]))
-
-    walk(ClusterConfig, ClusterConfig(image=RELEASE_IMAGE), f"{SECTION}.")
-    return out
-
-
-def render_reference() -> str:
-    from kfnlp import docs
-
-    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    for key, type_name, default, help_text in reference_rows():
-        cells = (f"`{key}`", type_name, docs.value_text(default), help_text)
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(rows) + "\n"

@@ -28,18 +28,20 @@ from kfnlp.pipelines.wiring import register_and_promote
 def adapt_then_ner(
     model: str = "builtin:splade-tiny",
     preprocess_ner_config: str = "{}",
-    preprocess_config: str = '{"source": "ner:train"}',
+    preprocess_config: str = "{}",
     mask_eval_config: str = "{}",
     train_mlm_config: str = "{}",
     evaluate_config: str = "{}",
     train_ner_config: str = "{}",
     evaluate_ner_config: str = "{}",
     compare_config: str = "{}",
-    register_config: str = '{"model_name": "kfnlp-ner-adapted"}',
+    register_config: str = "{}",
     promote_config: str = "{}",
 ):
-    """Stage configs are JSON objects (see docs/configuration.md). ``preprocess.source``
-    ``ner:train`` adapts on the NER training sentences (task-adaptive pretraining)."""
+    """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
+    stage's code defaults. The embedded defaults (``kfnlp run``, ``kfnlp compile``) set
+    ``preprocess.source: ner:train``: adapt on the NER training sentences (task-adaptive
+    pretraining)."""
     ner_data = preprocess_ner(config=preprocess_ner_config, tokenizer=model).set_display_name("preprocess-ner")
     corpus = preprocess(config=preprocess_config, tokenizer=model, corpus=ner_data.outputs["dataset"]).set_display_name(
         "preprocess"

@@ -17,7 +17,7 @@ def ner(
     preprocess_ner_config: str = "{}",
     train_ner_config: str = "{}",
     evaluate_ner_config: str = "{}",
-    register_config: str = '{"model_name": "kfnlp-ner"}',
+    register_config: str = "{}",
     promote_config: str = "{}",
 ):
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the

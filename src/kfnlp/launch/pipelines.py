@@ -1,0 +1,54 @@
+"""The catalog's ``@dsl.pipeline`` functions, for the launchers: loaded by the name a catalog
+entry gives, and traced again with every task configured (its image, on a cluster its pod).
+
+The catalog itself only names them, so that the library below the launchers never imports
+the KFP wrapper layer (``kfnlp.components``, ``kfnlp.pipelines``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from kfnlp.catalog import PipelineEntry
+from kfnlp.launch.images import IMAGE_ENV
+
+
+def pipeline_function(entry: PipelineEntry) -> Any:
+    """``entry``'s ``@dsl.pipeline`` function (importing kfp and the components)."""
+    return getattr(importlib.import_module(entry.module), entry.function)
+
+
+def retrace(original: Any, configure: Callable[[Any], None], pipeline_root: str | None = None) -> Any:
+    """The pipeline ``original`` traced again, with ``configure(task)`` called on each task
+    once the pipeline function has created them all."""
+    from kfp import dsl
+    from kfp.dsl import pipeline_context
+
+    func = original.pipeline_func
+
+    @functools.wraps(func)
+    def configured(*args):
+        outputs = func(*args)
+        for task in pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+            configure(task)
+        return outputs
+
+    return dsl.pipeline(
+        name=original.component_spec.name,
+        description=original.pipeline_spec.pipeline_info.description or None,
+        pipeline_root=pipeline_root,
+    )(configured)
+
+
+def in_image(image: str) -> Callable[[Any], None]:
+    """A ``configure`` for :func:`retrace`: the task runs in ``image`` and knows it (``$KFNLP_IMAGE``:
+    register records the image in the model's lineage)."""
+
+    def configure(task) -> None:
+        task.set_container_image(image)
+        task.set_env_variable(IMAGE_ENV, image)
+
+    return configure

@@ -1,0 +1,73 @@
+"""The Trainer run both train stages share: checkpointed, resumable training with the
+house TrainingArguments, the training summary and the model artifact. A stage brings
+only what differs, as a :class:`TrainerJob`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kfnlp.artifacts import write_model
+from kfnlp.training import checkpoints, progress_callback, schedule_arguments, summarize, training_arguments
+from kfnlp.training.config import TrainingConfig
+
+
+@dataclass
+class TrainerJob:
+    """What a train stage brings to :func:`run_trainer`."""
+
+    model: Any
+    tokenizer: Any
+    train: Any  # the training rows (a datasets.Dataset)
+    evaluation: Any | None  # rows to evaluate on during training (when the config's eval_strategy asks), or None
+    collator: Any
+    precision: str  # as resolve_precision resolved the config's mixed_precision
+    started: float  # time.monotonic() when the stage started: the summary's wall time counts from there
+    run_inputs: dict[str, Any]  # what besides output and config identifies the run (its checkpoint run key)
+    arguments: dict[str, Any]  # TrainingArguments beyond the shared schedule
+    summary_facts: dict[str, Any]  # the stage's own lines of the training summary
+    manifest_facts: dict[str, Any]  # the model artifact's lineage (task, base model, fingerprints, ...)
+    model_files: tuple[Path, ...] = ()  # copied into the model artifact
+    compute_metrics: Callable | None = None
+    validation_metric: str | None = None  # the last evaluation that has it goes into the summary as "validation"
+    on_resume: Callable[[int], None] | None = None  # restores state the Trainer does not know (given the step)
+
+
+def run_trainer(stage: str, output: str, config: TrainingConfig, job: TrainerJob) -> dict[str, Any]:
+    """Train ``job.model`` with the fields every training config shares, resuming the run's newest
+    checkpoint; global rank 0 writes the model artifact to ``output`` and returns its manifest,
+    other data-parallel workers return ``{"training": summary}``."""
+    ckpt = checkpoints.Checkpointing.for_stage(stage, output, config, **job.run_inputs)
+    evaluation = job.evaluation if config.eval_strategy != "no" else None
+    args = training_arguments(
+        precision=job.precision,
+        eval_strategy=config.eval_strategy if evaluation is not None else "no",
+        **job.arguments,
+        **schedule_arguments(config, output_dir=str(ckpt.scratch)),
+    )
+    trainer = checkpoints.make_trainer(
+        config.seed,
+        model=job.model,
+        args=args,
+        data_collator=job.collator,
+        train_dataset=job.train,
+        eval_dataset=evaluation,
+        processing_class=job.tokenizer,
+        compute_metrics=job.compute_metrics,
+        callbacks=[progress_callback(stage)],
+    )
+    result = checkpoints.train(trainer, ckpt, stage, on_resume=job.on_resume)
+    summary = summarize(trainer, result, time.monotonic() - job.started)
+    if job.validation_metric is not None:
+        evaluations = [entry for entry in trainer.state.log_history if f"eval_{job.validation_metric}" in entry]
+        if evaluations:  # the scores on the evaluation rows after the last evaluation
+            summary["validation"] = {k[len("eval_") :]: v for k, v in evaluations[-1].items() if k.startswith("eval_")}
+    summary.update(precision=job.precision, **job.summary_facts, config=asdict(config), **ckpt.summary())
+    if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
+        return {"training": summary}
+    manifest = write_model(output, job.model, job.tokenizer, summary, copy=job.model_files, **job.manifest_facts)
+    checkpoints.finish(ckpt, rank0=True)
+    return manifest

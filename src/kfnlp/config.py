@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ import yaml
 from kfnlp.errors import ConfigError
 
 T = TypeVar("T")
+SHOWN_CHARACTERS = 200  # how much of a value an error message echoes
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeding take 0 to 2**32 - 1
+MAX_YAML_NODES = 100_000  # a config holds hundreds; more, counting each alias as what it repeats, is refused
 TRUE = {"true", "yes", "on", "1"}
 FALSE = {"false", "no", "off", "0"}
 # what a field's value names, for the fields whose value is an input to load
@@ -54,6 +58,42 @@ def fields_of_kind(config: Any, *kinds: Kind, prefix: str = "") -> Iterator[tupl
             yield from fields_of_kind(value, *kinds, prefix=f"{prefix}{f.name}.")
         elif f.metadata.get("kind") in kinds:
             yield f"{prefix}{f.name}", value, f.metadata["kind"]
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut to :data:`SHOWN_CHARACTERS` so that a huge value
+    (a 50 MB string, a 100 KB ``--set``) still makes one readable line."""
+    return bounded(repr(value))
+
+
+def bounded(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+class FieldError(ConfigError, ValueError):
+    """A field's value is out of range: raised by a config's ``__post_init__`` with the field's name;
+    :func:`build` prefixes the section, so that the message and the blamed line name the key. A
+    KfnlpError (one line from the CLI, even for a config built directly) and a ValueError."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}", field)
+        self.field = field
+        self.problem = problem
+
+
+def check_seed(value: int, field: str = "seed") -> None:
+    """Refuse a seed the seeding functions would (numpy: 0 to 2**32 - 1)."""
+    if not 0 <= value <= SEED_MAX:
+        raise FieldError(field, f"expected an integer from 0 to 2**32 - 1 ({SEED_MAX}), got {shown(value)}")
+
+
+def check_at_least(value: int | None, minimum: int, field: str) -> None:
+    """Refuse a count below ``minimum`` (None: unset, allowed)."""
+    if value is not None and value < minimum:
+        raise FieldError(field, f"expected an integer >= {minimum}, got {value}")
 
 
 def _type_name(tp: Any) -> str:
@@ -93,7 +133,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}", key)
     if origin is Literal:
         choices = get_args(tp)
         if not isinstance(value, bool) and value in choices:
@@ -106,7 +146,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             for choice in choices:
                 if value.strip().lower() == str(choice).lower():
                     return choice
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}{_bool_hint(value)}", key)
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}{_bool_hint(value)}", key)
     if origin is list:
         if isinstance(value, str):
             text = value.strip()
@@ -115,26 +155,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     value = json.loads(text)
                 except json.JSONDecodeError:
                     try:
-                        value = yaml.safe_load(text)
+                        value = load_yaml(text)
                     except yaml.YAMLError as exc:
                         problem = getattr(exc, "problem", None) or "not a list"
                         raise ConfigError(
-                            f"{key}: expected a list like [a, b], got {value!r} ({problem})", key
+                            f"{key}: expected a list like [a, b], got {shown(value)} ({problem})", key
                         ) from None
             else:
                 value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key)
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}", key)
         return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
             return value.strip().lower() in TRUE
-        raise ConfigError(f"{key}: expected true/false, got {value!r}", key)
+        raise ConfigError(f"{key}: expected true/false, got {shown(value)}", key)
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
+            raise ConfigError(f"{key}: expected an integer, got {shown(value)}", key)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -151,24 +191,32 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             else:
                 if number.is_integer():
                     return int(number)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
+        raise ConfigError(f"{key}: expected an integer, got {shown(value)}", key)
     if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}", key)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}", key)
+                # YAML's spelling of the non-finite numbers (refused below, with the others)
+                number = {".nan": math.nan, ".inf": math.inf, "-.inf": -math.inf}.get(value.strip().lower())
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}", key)
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):  # nan passes every `<` check, inf every `>`: no field wants either
+            raise ConfigError(f"{key}: expected a finite number, got {shown(value)}", key)
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}{_bool_hint(value)}", key)
+        raise ConfigError(f"{key}: expected a string, got {shown(value)}{_bool_hint(value)}", key)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     raise ConfigError(f"{key}: unsupported type {tp}", key)  # pragma: no cover - programming error
@@ -181,20 +229,23 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a mapping of keys, got {data!r}", where or None)
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping of keys, got {shown(data)}", where or None)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!s}; known keys"
-            f"{' in ' + where if where else ''}: {', '.join(sorted(fields))}",
+            f"unknown config key {prefix}{bounded(str(unknown[0]))}; "
+            f"known keys{' in ' + where if where else ''}: {', '.join(sorted(fields))}",
             f"{prefix}{unknown[0]!s}",
         )
     kwargs = {name: _coerce(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
     try:
         return cls(**kwargs)
+    except FieldError as exc:
+        key = f"{where}.{exc.field}" if where else exc.field
+        raise ConfigError(f"{key}: {exc.problem}", key) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
@@ -217,6 +268,75 @@ def from_json(cls: type[T], text: str, where: str = "") -> T:
     return build(cls, data, where)
 
 
+class _Refused(yaml.YAMLError):
+    """A YAML document kfnlp will not read, with the mark of the node at fault (when there is one)."""
+
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class _ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            seen = first.setdefault((key.tag, key.value), key)
+            if seen is not key:
+                raise _Refused(
+                    f"duplicate key {bounded(key.value)!r} (first at line {seen.start_mark.line + 1}); "
+                    "give each key once",
+                    key.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Nodes in ``node`` counting every alias as the whole node it repeats (memoised: linear time)."""
+    if id(node) in memo:
+        size = memo[id(node)]
+        if size is None:
+            raise _Refused("an alias refers to its own anchor", node.start_mark)
+        return size
+    memo[id(node)] = None
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document of config: safe types only, no key twice in one mapping, and at most
+    :data:`MAX_YAML_NODES` values counting what aliases repeat, checked before anything is built (a
+    "billion laughs" document is refused in milliseconds). Raises ``yaml.YAMLError``."""
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise _Refused(
+                f"the document expands to {size:,} values through its aliases (*name), more than the "
+                f"{MAX_YAML_NODES:,} a config may hold; write the values out instead"
+            )
+        return loader.construct_document(node)
+    except RecursionError:
+        raise _Refused("nested too deeply") from None
+    except ValueError as exc:  # a scalar the constructor cannot convert (an integer of 5,000 digits)
+        raise _Refused(f"cannot read a value: {bounded(str(exc).splitlines()[0])}") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a mapping, with errors that name the file and line."""
     path = Path(path)
@@ -234,7 +354,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -250,7 +370,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def yaml_key_line(path: str | Path, key: str) -> int | None:
     """The 1-based line of dotted ``key`` in YAML file ``path`` (None if absent)."""
     try:
-        node = yaml.compose(Path(path).read_text(encoding="utf-8-sig"))
+        node = yaml.compose(Path(path).read_text(encoding="utf-8-sig"), Loader=_ConfigLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     line = None
@@ -289,7 +409,7 @@ def _override_value(raw: str) -> Any:
     text = raw.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError:
             return raw
         return value if isinstance(value, str) else raw
@@ -305,16 +425,18 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
         key = key.strip()
         parts = key.split(".")
         if not sep or not key or not all(part.strip() for part in parts):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train_mlm.max_steps=100")
+            raise ConfigError(f"--set {shown(item)}: expected KEY=VALUE, e.g. train_mlm.max_steps=100")
         node = data
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {item!r}: {where} is a value, not a config section", where)
+                raise ConfigError(f"--set {shown(item)}: {where} is a value, not a config section", where)
             node = child
         if isinstance(node.get(parts[-1]), dict):
-            raise ConfigError(f"--set {item!r}: {key} is a config section; set one of its keys ({key}.KEY=VALUE)", key)
+            raise ConfigError(
+                f"--set {shown(item)}: {key} is a config section; set one of its keys ({key}.KEY=VALUE)", key
+            )
         node[parts[-1]] = _override_value(raw)
     return data
 

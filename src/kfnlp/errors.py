@@ -5,6 +5,33 @@ it into one line on stderr and a non-zero exit code, and only shows a traceback
 with ``--debug``.
 """
 
+import errno
+
+# a full disk, an exhausted quota, a file size limit: what writing more cannot fix
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_WORDS = (
+    "no space left on device",
+    "os error 28",
+    "disk quota exceeded",
+    "file too large",
+    "database or disk is full",  # sqlite
+)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` or an exception it came from says the disk is full: an OSError's errno, or the
+    words the libraries that wrap it keep (safetensors, torch, arrow raise their own classes)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(current).lower() for words in DISK_FULL_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
 
 class KfnlpError(Exception):
     """Base class: the message is complete and meant for the user."""

@@ -13,12 +13,14 @@ work. Unknown architectures keep the stock forward.
 
 from __future__ import annotations
 
+import json
 import logging
 import types
 from pathlib import Path
 from typing import Any
 
 from kfnlp.assets import resolve_model_ref
+from kfnlp.config import bounded, shown
 from kfnlp.data.chunking import IGNORE_INDEX
 from kfnlp.errors import ConfigError
 from kfnlp.storage import MANIFEST, read_manifest, store_for
@@ -26,6 +28,7 @@ from kfnlp.storage import MANIFEST, read_manifest, store_for
 log = logging.getLogger(__name__)
 
 SAFE_LOAD = {"use_safetensors": True, "trust_remote_code": False}
+TOKENIZER_SUFFIXES = (".model", ".spm", ".tiktoken")  # sentencepiece, Marian, tiktoken vocabularies
 
 
 def model_dir(ref: str) -> str:
@@ -46,26 +49,77 @@ def model_dir(ref: str) -> str:
     return ref
 
 
+def _has_tokenizer_files(path: Path) -> bool:
+    """True if ``path`` holds a file a tokenizer is read from (tokenizer.json, vocab.txt, a
+    sentencepiece model...): a model directory saved without its tokenizer has none."""
+    return any(
+        file.name.startswith(("tokenizer", "vocab")) or file.suffix in TOKENIZER_SUFFIXES or file.name == "merges.txt"
+        for file in path.iterdir()
+    )
+
+
+def _check_model_type(config_file: Path, ref: str) -> None:
+    """Refuse a config.json transformers cannot map to a model class without running the model's own code."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{ref}: unreadable config.json ({bounded(str(exc))})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str):
+        return  # transformers may still recognise it; a failure is reported by the loader
+    from transformers import __version__ as transformers_version
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type in CONFIG_MAPPING_NAMES:
+        return
+    known = f"transformers {transformers_version} does not know model_type {shown(model_type)}"
+    if "auto_map" in config:
+        raise ConfigError(
+            f"{ref}: {known}, and kfnlp never runs a model's own code (its config.json has an auto_map); "
+            "use a model of a type transformers supports"
+        )
+    raise ConfigError(f"{ref}: {known} (config.json); use a model of a type transformers supports")
+
+
+def check_model_files(path: Path, ref: str, *, model: bool = True, tokenizer: bool = True) -> None:
+    """Refuse, in one line, a local directory that cannot give a ``model`` (config.json of a model type
+    transformers knows) or a ``tokenizer`` (its files): transformers would fail on it with a long
+    message, or (a directory without tokenizer files) load a tokenizer that knows only its special tokens."""
+    if not any(path.iterdir()):
+        raise ConfigError(f"{ref}: empty directory; expected a model directory (config.json, weights, tokenizer)")
+    config_file = path / "config.json"
+    if config_file.is_file():
+        _check_model_type(config_file, ref)
+    elif model:
+        raise ConfigError(f"{ref}: not a model directory (no config.json)")
+    if tokenizer and not _has_tokenizer_files(path):
+        raise ConfigError(
+            f"{ref}: no tokenizer files (tokenizer.json, vocab.txt, ...); save the tokenizer with the model"
+        )
+
+
 def _load(loader, ref: str, what: str, **kwargs):
     location = model_dir(ref)
+    if Path(location).is_dir():
+        check_model_files(Path(location), ref, model=what != "tokenizer", tokenizer=what == "tokenizer")
     try:
         return loader.from_pretrained(location, **kwargs)
-    except OSError as exc:
-        raise ConfigError(f"cannot load {what} {ref!r}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:  # ValueError: transformers' word for a model or tokenizer it cannot make
+        raise ConfigError(f"cannot load {what} {ref!r}: {bounded(str(exc).splitlines()[0])}") from None
 
 
 def load_tokenizer(ref: str):
     from transformers import AutoTokenizer
 
-    return _load(AutoTokenizer, ref, "tokenizer", trust_remote_code=False)
+    tokenizer = _load(AutoTokenizer, ref, "tokenizer", trust_remote_code=False)
+    if not set(tokenizer.get_vocab()) - set(tokenizer.all_special_tokens):
+        raise ConfigError(f"cannot load tokenizer {ref!r}: it has no vocabulary beyond its special tokens")
+    return tokenizer
 
 
 def load_masked_lm(ref: str):
     from transformers import AutoModelForMaskedLM
 
-    location = Path(model_dir(ref))
-    if location.exists() and not (location / "config.json").is_file():
-        raise ConfigError(f"{ref}: not a model directory (no config.json)")
     return _load(AutoModelForMaskedLM, ref, "masked-LM model", **SAFE_LOAD)
 
 
@@ -144,9 +198,6 @@ def load_token_classifier(ref: str, labels: list[str] | None = None):
     model as saved (for inference)."""
     from transformers import AutoModelForTokenClassification
 
-    location = Path(model_dir(ref))
-    if location.exists() and not (location / "config.json").is_file():
-        raise ConfigError(f"{ref}: not a model directory (no config.json)")
     kwargs: dict[str, Any] = dict(SAFE_LOAD)
     if labels is not None:
         kwargs.update(

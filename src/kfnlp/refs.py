@@ -20,7 +20,8 @@ def _looks_like_path(ref: str) -> bool:
 
 def check_model_ref(ref: str, key: str = "model") -> None:
     """Fail fast, before any stage starts, on a model reference that cannot load:
-    an unknown ``builtin:`` name, a local path that does not exist, an ``s3://`` URI
+    an unknown ``builtin:`` name, a local path that does not exist, a directory that is empty,
+    has no tokenizer files or names a model type transformers does not know, an ``s3://`` URI
     without a complete model artifact, or (offline) a Hub id that is not in the local
     Hugging Face cache."""
     from kfnlp.assets import BUILTIN_PREFIX, resolve_model_ref
@@ -58,6 +59,12 @@ def check_model_ref(ref: str, key: str = "model") -> None:
             raise ConfigError(f"{key}: {ref}: expected a model directory, found a file", key)
         if not os.access(path, os.R_OK | os.X_OK):
             raise ConfigError(f"{key}: {ref}: model directory is not readable", key)
+        from kfnlp.modeling import check_model_files
+
+        try:  # every stage that takes a model loads its tokenizer too; a tokenizer-only directory may do
+            check_model_files(path, ref, model=False)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}", key) from None
         return
     try:
         from huggingface_hub.utils import HFValidationError, validate_repo_id

@@ -585,7 +585,7 @@ def test_upload_job_script_runs_one_upload_per_pipeline(rendered, tmp_path):
             env.pop("KFP_NAMESPACE")
         result = subprocess.run(container["command"], env=env, capture_output=True, text=True, check=True)
         assert result.stdout.splitlines() == [
-            f"upload {p} --host http://ml-pipeline.kubeflow:8888 --config /etc/kfnlp/cluster.yaml{extra}"
+            f"upload {p} --host http://ml-pipeline.kubeflow:8888 --config /etc/kfnlp/cluster.yaml{extra} --insecure"
             for p in catalog.PIPELINES
         ]
 

@@ -124,6 +124,8 @@ def test_sigkill_at_a_random_point_then_resume_matches_an_uninterrupted_run(
     straight = json.loads((uninterrupted_mlm / "training_summary.json").read_text())
     assert summary["global_step"] == straight["global_step"] == 24
     assert summary["resumed_from_step"] == killed_at
+    # the whole run's mean loss, not only the steps after the resume (the checkpoint carries the running sum)
+    assert summary["train_loss"] == pytest.approx(straight["train_loss"], rel=0, abs=1e-6)
     # same masks, same batches, same dropout, same optimizer state: on CPU, bit-identical
     assert _eval_loss(out, tiny_eval_set, tmp_path) == _eval_loss(uninterrupted_mlm, tiny_eval_set, tmp_path)
     _assert_same_weights(out, uninterrupted_mlm)

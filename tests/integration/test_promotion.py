@@ -419,7 +419,7 @@ def test_bad_guards_are_refused(guard):
 
 
 def test_gate_config_validation():
-    with pytest.raises(ValueError, match="margin must be >= 0"):
+    with pytest.raises(ValueError, match="margin: expected a number >= 0"):
         PromoteConfig(margin=-0.01)
     assert PromoteConfig.tolerance(" recall : 0.02") == ("recall", 0.02)
     assert PromoteConfig.tolerance("eval_loss:0") == ("eval_loss", 0.0)

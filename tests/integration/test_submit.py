@@ -28,6 +28,7 @@ from tests.support.kfp_api_server import API, FakeKfpApi
 
 TOKEN = "tok-3f9a1c77e2b54d0aa1b2"
 COOKIE_VALUE = "MTcwMDAwMDAwMHxzZXNzaW9uLXNlY3JldA"
+IMAGE = "registry.example.com/ml/kfnlp@sha256:" + "ab" * 32  # compiling needs an image (issue 20)
 CREDENTIAL_ENVS = ("KFNLP_KFP_TOKEN", "KF_PIPELINES_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH", "KFNLP_KFP_COOKIE")
 
 
@@ -38,7 +39,8 @@ def kfp(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     def run(*args: str, **env: str):
-        return run_cli(*args, env={**dict.fromkeys(CREDENTIAL_ENVS, ""), "KF_PIPELINES_UI_ENDPOINT": "", **env})
+        base = {**dict.fromkeys(CREDENTIAL_ENVS, ""), "KF_PIPELINES_UI_ENDPOINT": "", "KFNLP_IMAGE": IMAGE}
+        return run_cli(*args, env={**base, **env})
 
     return run
 

@@ -21,7 +21,7 @@ from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster import settings as cluster
 from kfnlp.launch.cluster.compile import compile_pipeline, load_configs
 from kfnlp.launch.cluster.settings import ClusterConfig, load_cluster, parse_toleration
-from kfnlp.launch.images import RELEASE_IMAGE
+from kfnlp.launch.images import LOCAL_IMAGE
 from tests.support.cli import run_cli
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -329,7 +329,15 @@ def test_no_secret_value_from_the_environment_reaches_the_yaml(tmp_path, config_
 def test_a_config_value_holding_an_env_secret_is_refused_and_nothing_written(tmp_path):
     out = tmp_path / "ner.yaml"
     result = run_cli(
-        "compile", "ner", "-o", str(out), "--set", f"register.model_name={FAKE_SECRETS['HF_TOKEN']}", env=FAKE_SECRETS
+        "compile",
+        "ner",
+        "-o",
+        str(out),
+        "--set",
+        f"cluster.image={IMAGE}",
+        "--set",
+        f"register.model_name={FAKE_SECRETS['HF_TOKEN']}",
+        env=FAKE_SECRETS,
     )
     line = one_error_line(result, "$HF_TOKEN", "not written")
     assert FAKE_SECRETS["HF_TOKEN"] not in line
@@ -339,7 +347,9 @@ def test_a_config_value_holding_an_env_secret_is_refused_and_nothing_written(tmp
 def test_a_url_with_a_password_is_refused(tmp_path):
     out = tmp_path / "ner.yaml"
     uri = "https://kfnlp:hunter2-secret@mlflow.example.com"
-    result = run_cli("compile", "ner", "-o", str(out), "--set", f"register.tracking_uri={uri}")
+    result = run_cli(
+        "compile", "ner", "-o", str(out), "--set", f"cluster.image={IMAGE}", "--set", f"register.tracking_uri={uri}"
+    )
     line = one_error_line(result, "register.tracking_uri", "password")
     assert "hunter2" not in line
     assert list(tmp_path.iterdir()) == []
@@ -510,4 +520,4 @@ def test_the_documented_default_image_is_the_components_default():
         text=True,
         timeout=60,
     )
-    assert result.stdout.strip() == RELEASE_IMAGE
+    assert result.stdout.strip() == LOCAL_IMAGE

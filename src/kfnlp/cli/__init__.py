@@ -16,13 +16,27 @@ from collections.abc import Callable
 from kfnlp import __version__
 from kfnlp.cli import cluster, images, pipelines, predict, registry, run, stage
 from kfnlp.cli.config_flags import EPILOG, add_config_flags
+from kfnlp.config import bounded
 from kfnlp.errors import KfnlpError
 
 log = logging.getLogger("kfnlp")
 
 
+MAX_ERROR_CHARACTERS = 2000  # the error line: long enough for any message kfnlp writes, bounded for echoed input
+DEBUG_HELP = "show tracebacks and debug logs"
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose epilog may be a function, called only for --help."""
+    """An ArgumentParser whose epilog may be a function, called only for --help.
+
+    Every command's parser (argparse makes subparsers of the parent's class) takes the top-level
+    ``--debug`` too, so it may follow the command (``kfnlp run mlm-adapt --debug``); its SUPPRESS
+    default there keeps one given before the command."""
+
+    def __init__(self, *args, subcommand: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if subcommand:
+            self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
 
     def format_help(self) -> str:
         if callable(self.epilog):
@@ -36,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kubeflow pipeline components for NLP model adaptation.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        subcommand=False,
     )
     parser.add_argument("--version", action="version", version=f"kfnlp {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run.add_parser(sub, add_config_flags)
     pipelines.add_parser(sub)
@@ -73,6 +88,9 @@ def _configure_logging(debug: bool) -> None:
     if not debug:
         import warnings
 
+        # it logs a traceback for each database error it then raises, which kfnlp reports in one line
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -105,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> None:
-    """The one line a failed command prints on stderr."""
-    print(f"kfnlp: error: {' '.join(message.split())}", file=sys.stderr)
+    """The one line a failed command prints on stderr (bounded: a message may echo huge input)."""
+    print(f"kfnlp: error: {bounded(' '.join(message.split()), MAX_ERROR_CHARACTERS)}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 (:mod:`kfnlp.launch.cluster`).
 
 The runtime image comes from here, the edge: ``cluster.image`` in the config, else
-``$KFNLP_IMAGE``, else the release image.
+``$KFNLP_IMAGE``; there is no default (compiling without one fails, docs/cluster.md#image).
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from typing import Any
 from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster.api import DEFAULT_EXPERIMENT
 from kfnlp.launch.cluster.auth import COOKIE_ENV, SA_TOKEN_ENV, SA_TOKEN_PATH, resolve_auth
-from kfnlp.launch.images import IMAGE_ENV, RELEASE_IMAGE
+from kfnlp.launch.images import IMAGE_ENV
 
 COMPILE_DESCRIPTION = """\
 Compile a pipeline to KFP v2 pipeline YAML for a Kubeflow cluster: the stage config
 (embedded defaults <- --config <- --set) becomes the parameters' defaults, and the
 cluster: section of the config (--set cluster.KEY=VALUE) sets the image, CPU/memory,
 GPUs, node selector, tolerations, /dev/shm, secrets (by name only), retries, caching
-and the pipeline root. See docs/cluster.md."""
+and the pipeline root. The image is required: your own build, by digest
+(cluster.image=REGISTRY/kfnlp@sha256:... or $KFNLP_IMAGE). See docs/cluster.md."""
 
 
 def add_parsers(sub, add_config_flags: Callable[..., None]) -> None:
@@ -89,10 +90,16 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cookie-env", metavar="NAME", help=f"environment variable holding a session cookie (default: ${COOKIE_ENV})"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="send the token or cookie to a plain http:// host other than localhost (readable on the network)",
+    )
 
 
 def _default_image() -> str:
-    return os.environ.get(IMAGE_ENV) or RELEASE_IMAGE
+    """``$KFNLP_IMAGE``, the image when the config names none (there is no default image)."""
+    return os.environ.get(IMAGE_ENV, "").strip()
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -144,6 +151,7 @@ def run_submit(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         poll_interval=args.poll_interval,
         cluster=cluster,
+        insecure=args.insecure,
     )
     return 0
 
@@ -153,5 +161,14 @@ def run_upload(args: argparse.Namespace) -> int:
 
     entry, config, cluster = _entry_and_config(args)
     auth = resolve_auth(args.token_file, args.cookie_env)
-    upload(entry, config, host=args.host, auth=auth, namespace=args.namespace, version=args.version, cluster=cluster)
+    upload(
+        entry,
+        config,
+        host=args.host,
+        auth=auth,
+        namespace=args.namespace,
+        version=args.version,
+        cluster=cluster,
+        insecure=args.insecure,
+    )
     return 0

@@ -27,7 +27,11 @@ def add_parser(sub, add_config_flags: Callable[..., None]) -> None:
     run.add_argument("pipeline", metavar="PIPELINE", help="pipeline name (see `kfnlp pipelines`)")
     run.add_argument("--local", action="store_true", required=True, help="run on this machine with kfp.local")
     run.add_argument(
-        "--output", default="out", metavar="DIR", help="where artifacts, summary and report go (default: out)"
+        "--output",
+        default="out",
+        metavar="DIR",
+        help="where artifacts, summary and report go; run again with the same DIR to resume an interrupted run "
+        "(default: out)",
     )
     run.add_argument(
         "--storage",
@@ -47,18 +51,34 @@ def add_parser(sub, add_config_flags: Callable[..., None]) -> None:
     run.add_argument(
         "--image",
         metavar="REF",
-        help="runtime image for --runner docker (default: $KFNLP_IMAGE, else the release image)",
+        help="runtime image for --runner docker (default: $KFNLP_IMAGE, else the tag a local `kfnlp images build` gives)",
+    )
+    again = run.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_const",
+        const=True,
+        default=None,
+        help="continue the interrupted run in OUTPUT (the default when there is one): completed stages are "
+        "reused, training resumes from its newest checkpoint; fail if there is none",
+    )
+    again.add_argument(
+        "--fresh",
+        dest="resume",
+        action="store_const",
+        const=False,
+        help="start a new run even if OUTPUT holds an interrupted one (whose checkpoints are deleted)",
     )
     add_config_flags(run)
 
 
 def _runtime_image(args: argparse.Namespace) -> str | None:
-    """The image of a --runner docker run: --image, else $KFNLP_IMAGE, else the release image."""
+    """The image of a --runner docker run: --image, else $KFNLP_IMAGE, else the local build tag."""
     if args.runner != "docker":
         return None
-    from kfnlp.launch.images import IMAGE_ENV, RELEASE_IMAGE
+    from kfnlp.launch.images import IMAGE_ENV, LOCAL_IMAGE
 
-    return args.image or os.environ.get(IMAGE_ENV) or RELEASE_IMAGE
+    return args.image or os.environ.get(IMAGE_ENV) or LOCAL_IMAGE
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,8 +101,12 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         runner=args.runner,
         image=_runtime_image(args),
+        resume=args.resume,
     )
     print()
+    reused = [s["name"] for s in summary["stages"] if s.get("reused")]
+    if reused:
+        print(f"reused:   {', '.join(reused)} (completed in the interrupted run)")
     metrics, artifacts = summary["metrics"], summary["artifacts"]
     if "perplexity_before" in metrics:
         print(f"perplexity: {metrics['perplexity_before']:,.2f} (base) -> {metrics['perplexity_after']:,.2f} (adapted)")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kfnlp.stages.entry import Stage
@@ -119,6 +122,36 @@ def run(args: argparse.Namespace) -> int:
     for item in stage.inputs:
         if item.kind == "model" and item.name in kwargs:
             check_model_ref(kwargs[item.name], item.flag)
-    result = stage.function(config=config, **kwargs)
+    if "output" in kwargs:  # before any work: the artifact replaces only what kfnlp wrote, never an input
+        from kfnlp.config import fields_of_kind
+        from kfnlp.storage import check_output
+
+        sources = fields_of_kind(config, "source", "ner_source", prefix=f"{stage.section}.")
+        reads = {key: value for key, value, _ in sources} | {i.flag: kwargs.get(i.name) for i in stage.inputs if i.kind}
+        check_output(kwargs["output"], reads)
+    with _stdout_to_stderr():
+        result = stage.function(config=config, **kwargs)
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what the stage prints (library prints, progress, native code, child processes) to stderr,
+    so that stdout carries the result JSON only: ``kfnlp stage ... | jq`` works."""
+    sys.stdout.flush()
+    try:
+        fd, err = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stdout or stderr is no file (captured in tests)
+        fd = saved = None
+    else:
+        saved = os.dup(fd)
+        os.dup2(err, fd)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, fd)
+            os.close(saved)

@@ -16,7 +16,8 @@ the kfnlp image). For the stages to see what they see under the SubprocessRunner
   secrets pass through from this environment when set. The builtin models and data are
   in the image.
 
-Run as root, kfnlp hands the pipeline root and ``$KFNLP_HOME`` to the image's user;
+Run as root, kfnlp hands the pipeline root and what the stages write under ``$KFNLP_HOME``
+(caches, locks, the embedded registry) to the image's user, and nothing else;
 otherwise the containers run as your uid in group 0 (the image supports arbitrary uids,
 as OpenShift uses them), so the files they write stay yours.
 """
@@ -48,7 +49,9 @@ PASS_ENV = (
     *HF_KEYS,
     *REGISTRY_OPTIONAL_KEYS,
 )
-CONTAINER_LINE = "kfnlp container"  # one log line per task: id, image, exit code
+CONTAINER_LINE = "kfnlp container"
+HOME_DIRS = ("cache", "locks")  # what the stages write under $KFNLP_HOME (kfnlp.assets, kfnlp.registry)
+REGISTRY_DIR = "registry"  # the embedded registry under $KFNLP_HOME (kfnlp.registry.store)  # one log line per task: id, image, exit code
 
 
 def check_image(image: str) -> None:
@@ -99,9 +102,16 @@ def container_user() -> str | None:
     return None if os.geteuid() == 0 else f"{os.geteuid()}:0"
 
 
-def _hand_over(root: Path, home: Path, paths: list[Path]) -> None:
-    """As root: make the pipeline root and $KFNLP_HOME the image user's. The image's /root
-    is private (mode 700), so nothing mounted under it is reachable for that user."""
+def _chown_tree(path: Path) -> None:
+    for top, dirs, files in os.walk(path):
+        for name in (top, *(os.path.join(top, n) for n in dirs + files)):
+            os.chown(name, IMAGE_UID, 0, follow_symlinks=False)
+
+
+def _hand_over(root: Path, home: Path, registry: bool, paths: list[Path]) -> None:
+    """As root: give the image's user what the stages write, and nothing else: the pipeline root,
+    and under $KFNLP_HOME the caches and locks and, when register uses it, the embedded registry.
+    The image's /root is private (mode 700), so nothing mounted under it is reachable for that user."""
     for path in paths:
         if path == Path("/root") or Path("/root") in path.parents:
             raise ImageError(
@@ -109,9 +119,9 @@ def _hand_over(root: Path, home: Path, paths: list[Path]) -> None:
                 "use --output, KFNLP_HOME and inputs outside /root with --runner docker"
             )
     os.chown(root, IMAGE_UID, 0)
-    for top, dirs, files in os.walk(home):
-        for name in (top, *(os.path.join(top, n) for n in dirs + files)):
-            os.chown(name, IMAGE_UID, 0, follow_symlinks=False)
+    for name in (*HOME_DIRS, *((REGISTRY_DIR,) if registry else ())):
+        (home / name).mkdir(exist_ok=True)
+        _chown_tree(home / name)
 
 
 def prepare(pipeline_fn, config, image: str, root: Path, env: dict[str, str | None]):
@@ -126,7 +136,8 @@ def prepare(pipeline_fn, config, image: str, root: Path, env: dict[str, str | No
     home.mkdir(parents=True, exist_ok=True)
     user = container_user()
     if user is None:
-        _hand_over(root, home, [root, home, *inputs])
+        embedded = not (getattr(config, "register", None) and config.register.tracking_uri)
+        _hand_over(root, home, embedded and not os.environ.get("MLFLOW_TRACKING_URI"), [root, home, *inputs])
     mounts = [Mount(str(home), str(home), type="bind")]
     kept: list[Path] = []
     for path in sorted(set(inputs)):

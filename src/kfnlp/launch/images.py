@@ -38,7 +38,9 @@ def default_tag(variant: str) -> str:
     return f"{REPOSITORY}:{__version__}" + ("" if variant == "cpu" else f"-{variant}")
 
 
-RELEASE_IMAGE = default_tag("cpu")  # the runtime image when neither a flag, the config nor $KFNLP_IMAGE names one
+# --runner docker's default: the tag a local `kfnlp images build` gives. No kfnlp image is published, so
+# it is never pulled, and a cluster compile has no default (cluster.image, docs/cluster.md#image)
+LOCAL_IMAGE = default_tag("cpu")
 
 
 def repo_root() -> Path:

@@ -64,9 +64,14 @@ def stage_guard(stage: str, output) -> Iterator[None]:
 
 
 def log_metrics(metrics_artifact, values: dict) -> None:
-    for key, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics_artifact.log_metric(key, float(value))
+    """The numeric ``values`` as KFP metrics (the artifact's metadata), and as its file: kfp.local's
+    task cache serves a stage only when every output file exists (``kfnlp run`` resumes with it)."""
+    numbers = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for key, value in numbers.items():
+        metrics_artifact.log_metric(key, value)
+    path = Path(metrics_artifact.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
 
 
 def _storage_root() -> str | None:

@@ -90,7 +90,14 @@ def results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
                 artifacts["model"] = uri
                 training = manifest.get("training", {})
                 metrics.setdefault("training", {})[stage["name"]] = {
-                    k: training.get(k) for k in ("global_step", "train_loss", "train_samples_per_second", "wall_time_s")
+                    k: training.get(k)
+                    for k in (
+                        "global_step",
+                        "resumed_from_step",
+                        "train_loss",
+                        "train_samples_per_second",
+                        "wall_time_s",
+                    )
                 }
             elif kind in ("dataset", "eval_set"):
                 artifacts.setdefault("datasets", {})[stage["name"]] = uri

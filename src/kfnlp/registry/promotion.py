@@ -16,12 +16,13 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import math
 import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from kfnlp.config import option
+from kfnlp.config import FieldError, option, shown
 from kfnlp.errors import RegistryError
 from kfnlp.registry.lock import model_lock
 
@@ -45,8 +46,9 @@ class PromoteConfig:
     )
 
     def __post_init__(self):
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        # a FieldError: one line naming the key (promote.margin) or, from `kfnlp registry promote`, the flag
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise FieldError("margin", f"expected a number >= 0, got {self.margin}")
         for guard in self.guards:
             self.tolerance(guard)
 
@@ -58,9 +60,9 @@ class PromoteConfig:
                 raise ValueError
             tolerance = float(value)
         except ValueError:
-            raise ValueError(f"guard {guard!r}: expected METRIC:TOLERANCE, e.g. recall:0.02") from None
-        if tolerance < 0:
-            raise ValueError(f"guard {guard!r}: the tolerance must be >= 0")
+            raise FieldError("guards", f"guard {shown(guard)}: expected METRIC:TOLERANCE, e.g. recall:0.02") from None
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise FieldError("guards", f"guard {shown(guard)}: the tolerance must be a number >= 0")
         return metric.strip(), tolerance
 
 

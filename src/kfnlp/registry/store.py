@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp.assets import kfnlp_home
-from kfnlp.errors import ConfigError, RegistryError
+from kfnlp.errors import ConfigError, RegistryError, StorageError, disk_full
 from kfnlp.storage import sha256_file
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         tags = safe_tags(tags)
+        run = None
         try:
             experiment_id = self._experiment_id()
             with self._mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
@@ -267,8 +268,17 @@ class Registry:
                 except MlflowException:  # created meanwhile by a concurrent run
                     self.client.get_registered_model(name)
             version = self.client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
-        except MlflowException as exc:
-            raise registry_error(exc, self.uri) from None
+        except Exception as exc:
+            if disk_full(exc):  # no version was created; drop the run's half-copied files
+                where = run.info.artifact_uri if run is not None else redact_uri(self.uri)
+                if where.startswith("file:"):
+                    shutil.rmtree(urllib.parse.urlparse(where).path, ignore_errors=True)
+                raise StorageError(
+                    f"{where}: no space left on the device registering {name}; no version was added"
+                ) from exc
+            if isinstance(exc, MlflowException):
+                raise registry_error(exc, self.uri) from None
+            raise
         log.info("registered %s version %s", name, version.version)
         return {
             "name": name,

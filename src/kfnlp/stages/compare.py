@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kfnlp.artifacts import open_evaluation, write_comparison
-from kfnlp.config import option
+from kfnlp.config import check_seed, option
 from kfnlp.errors import InputError
 from kfnlp.stages.entry import Input, Stage
 
@@ -33,6 +33,7 @@ class CompareConfig:
             raise ValueError(f"bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        check_seed(self.seed)
 
 
 def entity_counts(gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from kfnlp.artifacts import open_eval_set, write_evaluation
 from kfnlp.config import option
+from kfnlp.errors import InputError
 from kfnlp.metrics import perplexity
 from kfnlp.stages.entry import Input, Stage
 
@@ -81,6 +82,11 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
     sparse = config.sparse_head and enable_sparse_mlm_loss(net)
     data = masked.data().with_format("torch")
     total, count = masked_lm_loss_sum(net, data, config.batch_size)
+    if count == 0:
+        raise InputError(
+            f"{eval_set}: the eval set has no masked tokens to score; run mask-eval again with a higher "
+            "probability or more chunks"
+        )
     seconds = time.monotonic() - started
     disable_sparse_mlm_loss(net)
     examples = fill_mask(net, tokenizer, config.prompts, config.top_k)

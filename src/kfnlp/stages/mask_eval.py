@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kfnlp.artifacts import open_dataset, write_eval_set
-from kfnlp.config import option
+from kfnlp.config import check_at_least, check_seed, option
 from kfnlp.data.chunking import rows_dataset
+from kfnlp.errors import InputError
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskSpec, Strategy, mask
 from kfnlp.stages.entry import Input, Stage
 from kfnlp.storage import fingerprint
@@ -28,6 +29,8 @@ class MaskEvalConfig:
     def __post_init__(self):
         if self.probability is not None and not 0.0 < self.probability < 1.0:
             raise ValueError(f"probability must be between 0 and 1, got {self.probability}")
+        check_seed(self.seed)
+        check_at_least(self.max_chunks, 1, "max_chunks")
 
     @property
     def effective_probability(self) -> float:
@@ -57,6 +60,11 @@ def mask_eval(dataset: str, output: str, config: MaskEvalConfig) -> dict:
         }
     )
     n_masked = int((labels != -100).sum())
+    if n_masked == 0:  # nothing to score: every evaluation on it would fail
+        raise InputError(
+            f"mask-eval: masking {n} chunks of {dataset} at p={config.effective_probability:g} masked no token; "
+            "raise probability or max_chunks"
+        )
     log.info(
         "mask-eval: %d chunks, %d masked tokens (%s, p=%.2f, seed %d)",
         n,

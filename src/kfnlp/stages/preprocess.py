@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from kfnlp.artifacts import CORPUS_TEXT, open_dataset, tokenizer_fingerprint, write_dataset
-from kfnlp.config import option
+from kfnlp.config import check_seed, option
 from kfnlp.data import chunking
 from kfnlp.data.corpus import NER_TRAIN_SOURCE, load_corpus
 from kfnlp.errors import InputError
@@ -43,6 +43,7 @@ class PreprocessConfig:
             raise ValueError(f"max_documents must be at least 2, got {self.max_documents}")
         if self.group_size < 0:
             raise ValueError(f"group_size must be >= 0, got {self.group_size}")
+        check_seed(self.seed)
 
 
 def with_corpus(config: PreprocessConfig, ner_dataset: str | None) -> PreprocessConfig:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kfnlp.artifacts import tokenizer_fingerprint, write_ner_dataset
-from kfnlp.config import option
+from kfnlp.config import check_seed, option
 from kfnlp.data.conll import Sentence
 from kfnlp.data.ner import check_labels, encode, label_list, repair_iob
 from kfnlp.data.ner_corpus import load_ner_source
@@ -63,6 +63,7 @@ class NerPreprocessConfig:
             raise ValueError(f"max_length must be at least 4, got {self.max_length}")
         if self.max_sentences is not None and self.max_sentences < 1:
             raise ValueError(f"max_sentences must be >= 1, got {self.max_sentences}")
+        check_seed(self.seed)
 
 
 def sentence_key(s: Sentence) -> tuple:

@@ -5,6 +5,7 @@ The one door of the storage wing: callers import from here, hand every operation
 they were given, and never look at its scheme (:func:`store_for` does).
 """
 
+from kfnlp.storage.local import private_temp_dir
 from kfnlp.storage.manifest import (
     MANIFEST,
     ArtifactWriter,
@@ -17,6 +18,7 @@ from kfnlp.storage.s3.store import S3Store
 from kfnlp.storage.store import ArtifactStore
 from kfnlp.storage.stores import (
     check_input,
+    check_output,
     local_input,
     open_artifact,
     read_any_manifest,
@@ -31,9 +33,11 @@ __all__ = [
     "ArtifactWriter",
     "S3Store",
     "check_input",
+    "check_output",
     "fingerprint",
     "local_input",
     "open_artifact",
+    "private_temp_dir",
     "read_any_manifest",
     "read_manifest",
     "sha256_file",

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kfnlp.errors import StorageError
+from kfnlp.errors import StorageError, disk_full
+from kfnlp.storage.destination import check_destination
 from kfnlp.storage.manifest import MANIFEST, ArtifactWriter, install, read_manifest, staging_dir
 from kfnlp.storage.store import ArtifactStore, Ref
 
 
 @contextlib.contextmanager
 def write_local_artifact(dest: Ref, kind: str) -> Iterator[ArtifactWriter]:
-    """Write an artifact directory atomically; the manifest is written last."""
+    """Write an artifact directory atomically; the manifest is written last. What is at ``dest`` is
+    replaced only if kfnlp wrote it (see :func:`~kfnlp.storage.destination.check_destination`)."""
+    check_destination(dest)
     dest = Path(dest)
     tmp = staging_dir(dest)
     writer = ArtifactWriter(tmp, kind)
@@ -25,9 +31,34 @@ def write_local_artifact(dest: Ref, kind: str) -> Iterator[ArtifactWriter]:
         manifest = writer.manifest()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         install(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(exc):  # the library that hit it rarely names the file; nothing was installed
+            raise StorageError(
+                f"{dest}: no space left on the device writing this {kind} artifact; no partial artifact was left"
+            ) from exc
         raise
+
+
+def private_temp_dir(name: str) -> Path:
+    """``<temp dir>/kfnlp-<uid>/<name>``: a scratch path every process of this user on this machine
+    agrees on (the data-parallel workers of a node share the Trainer's checkpoint scratch), which no
+    other user can create first or redirect through a symlink: the parent is made mode 0700 and used
+    only while it is a real directory of this user that nobody else may enter."""
+    parent = Path(tempfile.gettempdir()) / f"kfnlp-{os.getuid()}"
+    try:
+        parent.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"{parent}: cannot create a private scratch directory ({exc.strerror})") from None
+    found = parent.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise StorageError(
+            f"{parent}: not a private directory of this user (a symlink, another user's, or open to others); "
+            "remove it, or point TMPDIR at a private directory"
+        )
+    return parent / name
 
 
 class LocalStore(ArtifactStore):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -23,6 +24,28 @@ from kfnlp.errors import StorageError
 
 MANIFEST = "kfnlp-manifest.json"
 FORMAT_VERSION = 1
+UNSAFE_NAME = "no leading '/', backslash, or empty, '.' or '..' segment"  # what a relative name may not have
+
+
+def is_safe_name(name: object) -> bool:
+    """True for a relative POSIX name that stays where it is joined: not empty, no leading ``/``, no
+    backslash or NUL, no empty, ``.`` or ``..`` segment. Names read from outside (manifest entries,
+    S3 object keys under a prefix) must pass before they become local paths."""
+    return (
+        isinstance(name, str)
+        and "\\" not in name
+        and "\x00" not in name
+        and all(part not in ("", ".", "..") for part in name.split("/"))
+    )
+
+
+def contained(root: Path, name: object) -> Path | None:
+    """``root / name`` if ``name`` :func:`is_safe_name` and the resolved path lies under ``root``
+    (no symlink leads out of it); None otherwise."""
+    if not is_safe_name(name):
+        return None
+    path = root / name
+    return path if path.resolve().is_relative_to(root.resolve()) else None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -70,6 +93,10 @@ def _clear_path(path: Path) -> None:
         path.unlink()
 
 
+# the hidden names staging_dir and install use next to a destination: what a crash there leaves behind
+LEFTOVER_RE = re.compile(r"^\.[^/]*\.(tmp|old)-[0-9a-f]{8}$")
+
+
 def staging_dir(dest: Path) -> Path:
     """A new hidden directory next to ``dest``, to fill and then :func:`install` as ``dest``."""
     try:
@@ -108,7 +135,9 @@ def read_manifest(path: str | os.PathLike, kind: str | None = None) -> dict[str,
         raise StorageError(f"{manifest_path}: unreadable manifest ({exc})") from None
     check_kind(manifest, kind, path)
     for entry in manifest.get("files", []):
-        file = path / entry["path"]
+        file = contained(path, entry.get("path")) if isinstance(entry, dict) else None
+        if file is None:
+            raise StorageError(f"{manifest_path}: the manifest lists an invalid file entry {entry!r} ({UNSAFE_NAME})")
         if not file.is_file() or file.stat().st_size != entry["size"]:
             raise StorageError(f"{path}: {entry['path']} is missing or has the wrong size; the artifact is damaged")
     return manifest

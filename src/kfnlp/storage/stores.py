@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kfnlp.storage.destination import check_apart, check_destination
 from kfnlp.storage.local import LocalStore
 from kfnlp.storage.manifest import ArtifactWriter
 from kfnlp.storage.s3.settings import endpoint_url
@@ -59,3 +60,17 @@ def check_input(source: str, check_local: Callable[[str], object]) -> None:
     """Cheap check that an input can be read: a local one by ``check_local`` (the reader's own rules),
     an ``s3://`` one (an object, or a prefix with objects) by listing it."""
     store_for(source).check_input(source, check_local)
+
+
+def check_output(output: Ref, inputs: Mapping[str, str | None]) -> None:
+    """Cheap check, before a stage does any work, that writing its artifact to ``output`` loses
+    nothing: a local output may replace only what kfnlp wrote (see
+    :func:`~kfnlp.storage.destination.check_destination`) and none of the stage's local ``inputs``
+    (what names each, e.g. ``preprocess.source``, -> its value). An ``s3://`` output loses nothing:
+    an upload adds a version and deletes only versions kfnlp stored there."""
+    path = store_for(output).local_path(output)
+    if path is None:
+        return
+    local = {name: value for name, value in inputs.items() if value and store_for(value).local_path(value) is not None}
+    check_apart(path, local)
+    check_destination(path)

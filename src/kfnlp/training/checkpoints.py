@@ -28,15 +28,15 @@ import logging
 import re
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfnlp.errors import Preempted, StorageError
-from kfnlp.storage import ArtifactStore, fingerprint, store_for, write_artifact
+from kfnlp.errors import Preempted, StorageError, disk_full
+from kfnlp.storage import ArtifactStore, fingerprint, private_temp_dir, store_for, write_artifact
+from kfnlp.training.running_loss import RunningLoss
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,18 @@ class Checkpointing:
     resume: bool = True
     keep_after_success: bool = False
     resumed_from: int | None = None
+    # the losses summed before this process's steps (None: resumed from a checkpoint that lacks them)
+    loss_before: RunningLoss | None = field(default_factory=RunningLoss)
     saves: list[float] = field(default_factory=list)  # seconds each commit took
 
     @classmethod
     def for_stage(cls, stage: str, output: str, config, **inputs: Any) -> Checkpointing:
         key = run_key(stage, output, config, **inputs)
         root = f"{(config.checkpoint_dir or default_checkpoint_dir(output)).rstrip('/')}/{key}"
-        # the Trainer writes next to a local store (a rename commits it); S3 commits upload from a fixed
-        # temporary path that every data-parallel worker of this node agrees on
+        # the Trainer writes next to a local store (a rename commits it); S3 commits upload from a
+        # temporary path every data-parallel worker of this node agrees on, in this user's private directory
         local = store_for(root).local_path(root)
-        scratch = local / ".trainer" if local else Path(tempfile.gettempdir()) / f"kfnlp-checkpoints-{key}"
+        scratch = local / ".trainer" if local else private_temp_dir(f"checkpoints-{key}")
         return cls(
             store=CheckpointStore(root, keep=max(config.save_total_limit or 1, 1)),
             key=key,
@@ -179,8 +181,8 @@ def _barrier(args) -> None:
         dist.barrier()
 
 
-def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event):
-    """Commits each save to the store; adds time-based saves and the save-and-stop on SIGTERM."""
+def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event, trainer):
+    """Commits each save to the store, with the run's running loss; adds time-based saves and the save-and-stop on SIGTERM."""
     from transformers import TrainerCallback
 
     class _Checkpoints(TrainerCallback):
@@ -200,10 +202,13 @@ def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event):
             return control
 
         def on_save(self, args, state, control, **kwargs):
+            running = ckpt.loss_before.plus(trainer) if ckpt.loss_before is not None else None
             _barrier(args)  # every worker has written its RNG state into the checkpoint
             if state.is_world_process_zero:
                 started = time.monotonic()
                 saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if running is not None:
+                    running.write(saved)
                 uri = ckpt.store.commit(saved, state.global_step, ckpt.key)
                 ckpt.saves.append(time.monotonic() - started)
                 log.info("checkpoint: step %d stored at %s (%.1f s)", state.global_step, uri, ckpt.saves[-1])
@@ -247,10 +252,20 @@ def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
         log.info("%s: resuming from %s (step %d)", stage, ckpt.store.uri(step), step)
         if on_resume is not None:
             on_resume(json.loads((Path(local) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+        ckpt.loss_before = RunningLoss.read(local)
     stop = threading.Event()
-    trainer.add_callback(checkpoint_callback(ckpt, stop))
-    with _sigterm_sets(stop):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.add_callback(checkpoint_callback(ckpt, stop, trainer))
+    try:
+        with _sigterm_sets(stop):
+            result = trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        shutil.rmtree(ckpt.scratch, ignore_errors=True)  # the half-saved checkpoint; committed ones stay
+        raise StorageError(
+            f"{ckpt.scratch}: no space left on the device saving a checkpoint of {stage}; free some, or set "
+            "checkpoint_dir to a larger disk"
+        ) from exc
     if stop.is_set():
         raise Preempted(
             f"{stage}: stopped by SIGTERM at step {trainer.state.global_step} of {trainer.state.max_steps}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from kfnlp.config import option
+from kfnlp.config import check_at_least, check_seed, option
 
 
 @dataclass
@@ -65,3 +65,6 @@ class TrainingConfig:
             raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
         if self.num_processes < 0:
             raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
+        for name in ("logging_steps", "save_steps", "eval_steps"):
+            check_at_least(getattr(self, name), 1, name)
+        check_seed(self.seed)

@@ -61,6 +61,8 @@ def run_trainer(stage: str, output: str, config: TrainingConfig, job: TrainerJob
     )
     result = checkpoints.train(trainer, ckpt, stage, on_resume=job.on_resume)
     summary = summarize(trainer, result, time.monotonic() - job.started)
+    if ckpt.resumed_from is not None and ckpt.loss_before is not None and summary["train_loss"] is not None:
+        summary["train_loss"] = ckpt.loss_before.whole_run(summary["train_loss"], trainer.state.global_step)
     if job.validation_metric is not None:
         evaluations = [entry for entry in trainer.state.log_history if f"eval_{job.validation_metric}" in entry]
         if evaluations:  # the scores on the evaluation rows after the last evaluation

@@ -38,6 +38,30 @@ def normalize_host(host: str) -> str:
     return host
 
 
+def is_loopback(host: str) -> bool:
+    """Whether the URL ``host`` names this machine (localhost, 127.0.0.0/8, ::1): a port-forward."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    name = urlsplit(host).hostname or ""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(host: str, auth: Auth, insecure: bool = False) -> None:
+    """Credentials never cross the network in clear text unless asked to (``--insecure``): plain
+    ``http://`` is for a port-forward on this machine."""
+    if auth.sources and host.startswith("http://") and not is_loopback(host) and not insecure:
+        raise ConfigError(
+            f"--host {host}: refusing to send the {auth.describe()} over plain http to another machine; "
+            "use https://, a port-forward to localhost, or --insecure"
+        )
+
+
 def _reason(exc: BaseException) -> str:
     """A short, credential-free reason for a network failure."""
     import socket
@@ -79,8 +103,9 @@ def _server_message(body: Any) -> str:
 class Api:
     """One KFP API endpoint: host, credentials, namespace and a ``kfp.Client``."""
 
-    def __init__(self, host: str, auth: Auth, namespace: str | None = None):
+    def __init__(self, host: str, auth: Auth, namespace: str | None = None, insecure: bool = False):
         self.host = normalize_host(host)
+        check_transport(self.host, auth, insecure)
         self.auth = auth
         self.namespace = namespace or None
         self.multi_user = False

@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,6 @@ from kfnlp.launch.cluster.settings import (
     parse_label,
     parse_toleration,
 )
-from kfnlp.launch.images import RELEASE_IMAGE
 from kfnlp.launch.pipelines import in_image, pipeline_function, retrace
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,34 @@ def load_configs(
     entry: PipelineEntry,
     config_file: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    image: str = RELEASE_IMAGE,
+    image: str = "",
 ) -> tuple[Any, ClusterConfig]:
     """(pipeline config, cluster config): embedded defaults <- file <- --set, as
     ``kfnlp run`` merges them, with the ``cluster`` section split off; ``image`` is the
     image when the cluster section names none."""
     return catalog.load_config_and_cluster(entry, functools.partial(load_cluster, image=image), config_file, overrides)
+
+
+def require_image(cluster: ClusterConfig) -> None:
+    """The pods get S3 and registry credentials: they run only an image the user chose (there is
+    no default: no kfnlp image is published), preferably pinned by digest (see :func:`compile_to`)."""
+    if not cluster.image:
+        raise ConfigError(
+            f"no image: build and push your own (docs/cluster.md#image) and set {SECTION}.image="
+            "REGISTRY/kfnlp@sha256:... (--set, --config or $KFNLP_IMAGE)",
+            f"{SECTION}.image",
+        )
+
+
+def _warn_unless_digest(cluster: ClusterConfig) -> None:
+    """A tag can be moved to other content by whoever controls the repository."""
+    if "@sha256:" not in cluster.image:
+        log.warning(
+            "kfnlp: warning: %s.image %s is a tag, which can be moved to other content; pin a digest "
+            "(REGISTRY/kfnlp@sha256:...) so that every run gets the image you tested",
+            SECTION,
+            cluster.image,
+        )
 
 
 def configure_task(task, cluster: ClusterConfig) -> int:
@@ -146,7 +168,7 @@ def compile_pipeline(
     output: str | os.PathLike,
     config_file: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
-    image: str = RELEASE_IMAGE,
+    image: str = "",
 ) -> Compiled:
     """Compile pipeline ``name`` to ``output`` (written whole or not at all); ``image``: the
     runtime image unless the config's ``cluster.image`` names one."""
@@ -164,6 +186,8 @@ def compile_to(entry: PipelineEntry, config, cluster: ClusterConfig, output: Pat
     """The one place pipelines are compiled for a cluster (compile, submit and upload)."""
     from kfp import compiler
 
+    require_image(cluster)
+    _warn_unless_digest(cluster)
     check_no_credentials(config)
     if "register" in {f.name for f in dataclasses.fields(config)} and not (
         cluster.registry_secret or config.register.tracking_uri
@@ -175,10 +199,16 @@ def compile_to(entry: PipelineEntry, config, cluster: ClusterConfig, output: Pat
         )
     gpu_tasks: list[str] = []
     pipeline = cluster_pipeline(entry, cluster, gpu_tasks)
-    tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix}")
+    # a new private file next to the destination (no name anyone can guess or pre-create), renamed over it
+    fd, name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".tmp{output.suffix}", dir=output.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         compiler.Compiler().compile(pipeline, str(tmp), pipeline_parameters=pipeline_arguments(config))
         check_no_env_secrets(tmp.read_text(encoding="utf-8"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plainly written file gets
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

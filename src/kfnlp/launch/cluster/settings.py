@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from kfnlp.config import build, deep_merge, option, to_dict
 from kfnlp.errors import ConfigError
-from kfnlp.launch.images import RELEASE_IMAGE
 
 SECTION = "cluster"
 
@@ -96,9 +95,9 @@ class ClusterConfig:
     """Where and how the compiled pipeline runs on Kubernetes."""
 
     image: str = option(
-        RELEASE_IMAGE,
-        help="runtime image of every stage: REGISTRY/REPO:TAG, REGISTRY/REPO@sha256:DIGEST or both; default "
-        "$KFNLP_IMAGE, else the release image",
+        "",
+        help="runtime image of every stage, your own build (docs/cluster.md#image): REGISTRY/REPO@sha256:DIGEST, "
+        "or REGISTRY/REPO:TAG (a warning: a tag can move); default $KFNLP_IMAGE; required to compile",
     )
     image_pull_secret: str = option("", 'docker-registry secret for a private registry; "" for none')
     pipeline_root: str = option(
@@ -133,7 +132,8 @@ class ClusterConfig:
     train: StageProfile = field(default_factory=_train_profile)
 
     def __post_init__(self):
-        check_image(self.image, f"{SECTION}.image")
+        if self.image:  # required only to compile (compile.require_image)
+            check_image(self.image, f"{SECTION}.image")
         check_pipeline_root(self.pipeline_root, f"{SECTION}.pipeline_root")
         for name in ("image_pull_secret", "s3_secret", "hf_token_secret", "registry_secret"):
             check_secret_name(getattr(self, name), f"{SECTION}.{name}")
@@ -251,7 +251,7 @@ def check_profile(p: StageProfile, where: str) -> None:
             )
 
 
-def load_cluster(data: Any = None, image: str = RELEASE_IMAGE) -> ClusterConfig:
+def load_cluster(data: Any = None, image: str = "") -> ClusterConfig:
     """The ``cluster:`` mapping over the defaults, validated; ``image`` when it names none (the
     CLI passes ``$KFNLP_IMAGE``). A profile section is merged key by key over that profile's own
     defaults (``train: {gpus: 2}`` keeps the train tolerations), which a plain dataclass build

@@ -28,7 +28,7 @@ from kfnlp.catalog import PipelineEntry, pipeline_arguments
 from kfnlp.errors import PipelineError, SubmitError
 from kfnlp.launch.cluster.api import CONNECT_TIMEOUT_S, DEFAULT_EXPERIMENT, READ_TIMEOUT_S, Api
 from kfnlp.launch.cluster.auth import Auth
-from kfnlp.launch.cluster.compile import compile_to
+from kfnlp.launch.cluster.compile import compile_to, require_image
 from kfnlp.launch.cluster.settings import ClusterConfig
 
 SUCCEEDED = "SUCCEEDED"
@@ -75,11 +75,13 @@ def submit(
     poll_interval: float = 5.0,
     cluster: ClusterConfig | None = None,
     out: TextIO | None = None,
+    insecure: bool = False,
 ) -> dict[str, Any]:
     """Compile, submit one run, and (``wait``) follow it to the end. Returns the run's
     id, name, experiment, url and last known state."""
     out = out or sys.stdout
-    api = Api(host, auth, namespace).connect(need_namespace=True)
+    require_image(cluster or ClusterConfig())  # before any request
+    api = Api(host, auth, namespace, insecure).connect(need_namespace=True)
     client = api.client
     arguments = pipeline_arguments(config)
     experiment = experiment or DEFAULT_EXPERIMENT
@@ -200,12 +202,14 @@ def upload(
     version: str | None = None,
     out: TextIO | None = None,
     cluster: ClusterConfig | None = None,
+    insecure: bool = False,
 ) -> dict[str, Any]:
     """Upload ``entry`` as a new pipeline named after it, or as a new version of the
     pipeline of that name. Returns pipeline id, version id and name, and whether the
     pipeline was created."""
     out = out or sys.stdout
-    api = Api(host, auth, namespace).connect(need_namespace=False)
+    require_image(cluster or ClusterConfig())  # before any request
+    api = Api(host, auth, namespace, insecure).connect(need_namespace=False)
     client = api.client
     name = entry.name
     existing = _find_pipeline(api, name)

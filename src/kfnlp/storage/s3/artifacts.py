@@ -7,11 +7,10 @@ import calendar
 import re
 import time
 import uuid
-from pathlib import PurePosixPath
 from typing import Any
 
 from kfnlp.errors import StorageError
-from kfnlp.storage.manifest import MANIFEST
+from kfnlp.storage.manifest import MANIFEST, is_safe_name
 from kfnlp.storage.s3.settings import S3Settings
 from kfnlp.storage.s3.transport import open_transport
 from kfnlp.storage.s3.uri import VERSIONS, S3Location
@@ -38,13 +37,10 @@ def file_entries(manifest: dict[str, Any], where: str) -> list[dict[str, Any]]:
         raise StorageError(f"{where}: the manifest has no file list")
     for entry in entries:
         rel = entry.get("path") if isinstance(entry, dict) else None
-        pure = PurePosixPath(rel) if isinstance(rel, str) else None
         if (
-            pure is None
-            or pure.is_absolute()
-            or ".." in pure.parts
-            or rel in ("", MANIFEST)
-            or pure.parts[0] == VERSIONS
+            not is_safe_name(rel)
+            or rel == MANIFEST
+            or rel.split("/")[0] == VERSIONS
             or not isinstance(entry.get("size"), int)
             or not isinstance(entry.get("sha256"), str)
         ):

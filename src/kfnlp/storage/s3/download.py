@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp.errors import StorageError
-from kfnlp.storage.manifest import MANIFEST, check_kind, install, read_manifest, sha256_file, staging_dir
+from kfnlp.storage.manifest import (
+    MANIFEST,
+    check_kind,
+    install,
+    read_manifest,
+    sha256_file,
+    staging_dir,
+    verify_checksums,
+)
 from kfnlp.storage.s3.artifacts import POINTER_VERSION_KEY, file_entries, incomplete, read_pointer, version_base
 from kfnlp.storage.s3.errors import is_missing
 from kfnlp.storage.s3.settings import S3Settings
@@ -28,20 +35,34 @@ def fetch_artifact(
     uri: str, cache_root: str | os.PathLike, *, kind: str | None = None, settings: S3Settings | None = None
 ) -> tuple[Path, dict[str, Any]]:
     """A verified local copy of the artifact at ``uri`` and its manifest, downloaded once per stored
-    version into ``cache_root`` (older cached versions of the same URI are removed)."""
+    version into ``cache_root`` (older cached versions of the same URI are removed). A cached copy is
+    reused only if it still matches the stored manifest, SHA-256 of every file included; else it is
+    downloaded again."""
     slot = Path(cache_root) / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
     pointer = read_pointer(uri, settings)
     check_kind(pointer, kind, uri)
     version = pointer.get(POINTER_VERSION_KEY) or pointer.get("created", "plain")
     local = slot / re.sub(r"[^0-9A-Za-z_\-]", "_", str(version))
     if (local / MANIFEST).is_file():
-        with contextlib.suppress(StorageError):
-            return local, read_manifest(local, kind)
+        try:
+            return local, _verified_copy(local, pointer, kind)
+        except StorageError as exc:
+            log.warning("%s: the cached copy in %s is damaged (%s); downloading it again", uri, local, exc)
     manifest = download_artifact(uri, local, kind=kind, settings=settings)
     for other in slot.iterdir():
         if other.name != local.name and not other.name.startswith("."):
             shutil.rmtree(other, ignore_errors=True)
     return local, manifest
+
+
+def _verified_copy(local: Path, pointer: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    """The manifest of the cached copy ``local`` once it lists the stored version's files and every
+    file matches its size and SHA-256, or a StorageError."""
+    manifest = read_manifest(local, kind)
+    if manifest.get("files") != pointer.get("files"):
+        raise StorageError(f"{local}: {MANIFEST} does not match the stored artifact's")
+    verify_checksums(local)
+    return manifest
 
 
 def download_artifact(

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from kfnlp.errors import StorageError
+from kfnlp.storage.manifest import UNSAFE_NAME, contained, is_safe_name
 from kfnlp.storage.s3.errors import is_missing
 from kfnlp.storage.s3.settings import S3Settings
 from kfnlp.storage.s3.transport import Progress, Transport, open_transport
@@ -45,7 +46,17 @@ def _input_entries(ctx: Transport) -> tuple[list[tuple[str, str, str, int]], boo
     ]
     if not entries:
         raise StorageError(f"{loc}: no such object, and no objects under it as a prefix")
+    for key, rel, _, _ in entries:
+        if not is_safe_name(rel):
+            raise _unsafe_key(loc, key)
     return entries, False
+
+
+def _unsafe_key(loc: S3Location, key: str) -> StorageError:
+    return StorageError(
+        f"{loc}: the object key {key!r} cannot be a local file under the prefix (its name after "
+        f"{loc.key + '/' if loc.key else 'the bucket'} may have {UNSAFE_NAME}); rename or remove that object"
+    )
 
 
 def check_objects(uri: str, settings: S3Settings | None = None) -> None:
@@ -70,7 +81,9 @@ def fetch_objects(uri: str, cache_root: str | os.PathLike, settings: S3Settings 
         bar = Progress(sum(e[3] for e in entries), f"download {ctx.loc}", None)
         try:
             for key, rel, _, _ in entries:
-                dest = staging / rel
+                dest = contained(staging, rel)
+                if dest is None:
+                    raise _unsafe_key(ctx.loc, key)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 ctx.download_file(S3Location(ctx.loc.bucket, key), dest, bar)
             os.replace(staging / entries[0][1] if single else staging, target)

@@ -25,10 +25,34 @@ from pathlib import Path
 
 from common import log
 
-WORDS = (
-    "the film was good bad and actors were fine story plot director camera scene music however "
-    "although unbelievably character performance screenplay, dialogue. audience! ending? 1984 café"
-).split()
+WORDS = [
+    "the",
+    "film",
+    "was",
+    "good",
+    "bad",
+    "and",
+    "actors",
+    "were",
+    "fine",
+    "story",
+    "plot",
+    "director",
+    "camera",
+    "scene",
+    "music",
+    "however",
+    "although",
+    "unbelievably",
+    "character",
+    "performance",
+    "screenplay,",
+    "dialogue.",
+    "audience!",
+    "ending?",
+    "1984",
+    "café",
+]
 
 CHILD = r"""
 import json, resource, sys, time

@@ -3,9 +3,12 @@ wrong types with one-line messages naming the key (and the file and line)."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from kfnlp import catalog
+from kfnlp.assets import resolve_model_ref
 from kfnlp.catalog import MlmAdaptConfig, load_config
 from kfnlp.config import apply_overrides, blame_file, build, from_json, read_yaml, to_dict, yaml_key_line
 from kfnlp.errors import ConfigError, InputError
@@ -231,7 +234,7 @@ def test_read_yaml_empty_file_is_empty_mapping(tmp_path):
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        (b"train_mlm:\n  max_steps: 10\n  batch_size: [1, 2\n", ":4: invalid YAML: expected ',' or ']'"),
+        (b"train_mlm:\n  max_steps: 10\n  batch_size: [1, 2\n", ":4: invalid YAML: did not find expected ',' or ']'"),
         (b"train_mlm:\n  max_steps: 10\n bad_indent: 1\n", ":3: invalid YAML"),
         (b"a: 1\n\tb: 2\n", ":2: invalid YAML"),
         (b"train_mlm:\n  model_name: caf\xe9\n", ":2: not UTF-8 text (byte 0xe9"),
@@ -359,7 +362,9 @@ def test_check_model_ref_errors(monkeypatch, ref, fragment):
 
 def test_check_model_ref_accepts_builtin_and_existing_directories(tmp_path):
     check_model_ref("builtin:splade-tiny")
-    check_model_ref(str(tmp_path))
+    model = tmp_path / "model"  # an existing model directory; an empty one is refused (test_hostile_input.py)
+    shutil.copytree(resolve_model_ref("builtin:splade-tiny"), model)
+    check_model_ref(str(model))
     file = tmp_path / "weights.bin"
     file.write_bytes(b"x")
     with pytest.raises(ConfigError, match="expected a model directory, found a file"):

@@ -218,6 +218,20 @@ def test_a_bad_gate_is_a_config_error_even_built_directly(kwargs, message):
     assert str(info.value) == message
 
 
+# ---- model references ----------------------------------------------------------------------------
+
+
+def test_an_empty_model_directory_is_refused_before_any_stage(tmp_path):
+    from kfnlp.refs import check_model_ref
+
+    with pytest.raises(ConfigError) as info:
+        check_model_ref(str(tmp_path), "model")
+    assert (
+        str(info.value)
+        == f"model: {tmp_path}: empty directory; expected a model directory (config.json, weights, tokenizer)"
+    )
+
+
 # ---- --debug after the command -------------------------------------------------------------------
 
 

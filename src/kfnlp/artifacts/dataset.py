@@ -68,6 +68,33 @@ def open_ner_dataset(uri: str) -> Dataset:
     return dataset
 
 
+class RowsFile:
+    """One split's rows appended in batches to an Arrow file at ``path`` (in a scratch directory), then
+    opened memory-mapped: a split that never has to fit in memory, for :func:`write_dataset`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._writer = None
+
+    def write(self, columns: dict[str, Any]) -> None:
+        """Append rows: (n, length) arrays by column name (always the same columns)."""
+        import pyarrow as pa
+
+        from kfnlp.data.chunking import rows_table
+
+        table = rows_table(columns)
+        if self._writer is None:
+            self._writer = pa.ipc.new_stream(str(self.path), table.schema)
+        self._writer.write_table(table)
+
+    def dataset(self):
+        """The rows written, as a memory-mapped ``datasets.Dataset`` (at least one write is needed)."""
+        import datasets
+
+        self._writer.close()
+        return datasets.Dataset.from_file(str(self.path))
+
+
 def write_dataset(output: str, splits: dict[str, Any], tokenizer, started: float, /, **facts: Any) -> dict[str, Any]:
     """Write the ``splits`` (name -> ``datasets.Dataset``) and ``tokenizer``; return the manifest. Its
     ``seconds`` count from ``started`` (``time.monotonic()`` when the stage started) until the data is written."""

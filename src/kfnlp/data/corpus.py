@@ -8,6 +8,9 @@ A source is one of:
 
 ``text_column`` may be a dotted path into nested records (ELI5's ``answers.text``);
 lists found on the way are flattened and their strings joined with a space.
+
+:func:`open_corpus` reads a source document by document, one file (or Hub batch) at a time, for a
+corpus that need not fit in memory; :func:`load_corpus` reads it into a list.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import glob
 import io
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,18 @@ SUPPORTED = {".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"}
 class Corpus:
     documents: list[str]
     origin: list[dict[str, Any]]  # what was read (file hashes or dataset ids), for fingerprints
+
+
+@dataclass
+class CorpusReader:
+    """A source read document by document; each :meth:`documents` call reads it again, in the same order."""
+
+    source: str
+    origin: list[dict[str, Any]]  # as Corpus.origin
+    read: Callable[[], Iterator[str]]
+
+    def documents(self) -> Iterator[str]:
+        return self.read()
 
 
 def extract_text(record: Any, path: str) -> str | None:
@@ -282,7 +298,7 @@ def check_source(source: str, key: str = "preprocess.source") -> None:
         raise type(exc)(f"{key}: {exc}") from None
 
 
-def _read_hub(dataset_id: str, column: str, config: str | None, split: str) -> Corpus:
+def _open_hub(dataset_id: str, column: str, config: str | None, split: str) -> CorpusReader:
     import datasets
 
     try:
@@ -292,34 +308,57 @@ def _read_hub(dataset_id: str, column: str, config: str | None, split: str) -> C
     top = column.split(".")[0]
     if top not in data.column_names:
         raise _missing_column(Path(f"hf:{dataset_id}"), column, data.column_names)
-    docs = [t for t in (extract_text({top: v}, column) for v in data[top]) if t and t.strip()]
+
+    def read() -> Iterator[str]:  # the dataset is memory-mapped: a batch of records at a time
+        for batch in data.select_columns([top]).iter(batch_size=1000):
+            yield from (t for t in (extract_text({top: v}, column) for v in batch[top]) if t and t.strip())
+
     origin = [{"hub": dataset_id, "config": config, "split": split, "fingerprint": data._fingerprint}]
-    return Corpus(docs, origin)
+    return CorpusReader(f"hf:{dataset_id}", origin, read)
+
+
+def _open_builtin(name: str) -> CorpusReader:
+    path = builtin_data_file(name)
+
+    def read() -> Iterator[str]:
+        with open(path, encoding="utf-8", newline="") as handle:
+            yield from (row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip())
+
+    return CorpusReader(f"{BUILTIN_PREFIX}{name}", [{"builtin": name, "sha256": sha256_file(path)}], read)
+
+
+def _open_files(source: str, column: str) -> CorpusReader:
+    files = local_files(local_input(source))
+
+    def read() -> Iterator[str]:  # one file's documents in memory at a time
+        for file in files:
+            yield from read_file(file, column)
+
+    return CorpusReader(source, [{"file": file.name, "sha256": sha256_file(file)} for file in files], read)
+
+
+def open_corpus(
+    source: str, text_column: str = "text", hf_config: str | None = None, hf_split: str = "train"
+) -> CorpusReader:
+    """Check ``source`` and its column and get ready to read it (local files are hashed, a Hub dataset
+    is loaded); reading happens in :meth:`CorpusReader.documents`."""
+    if source.startswith("hf:"):
+        return _open_hub(source[3:], text_column, hf_config, hf_split)
+    if source.startswith(BUILTIN_PREFIX):
+        name = source[len(BUILTIN_PREFIX) :]
+        if name in NER_DATA:
+            raise InputError(f"{source} is an NER dataset (tokens and tags), not a text corpus")
+        return _open_builtin(name)
+    _check_not_empty(source, "source")
+    return _open_files(source, text_column)
 
 
 def load_corpus(
     source: str, text_column: str = "text", hf_config: str | None = None, hf_split: str = "train"
 ) -> Corpus:
     """Read every document of ``source``; raise :class:`InputError` if there are none."""
-    if source.startswith("hf:"):
-        corpus = _read_hub(source[3:], text_column, hf_config, hf_split)
-    elif source.startswith(BUILTIN_PREFIX):
-        name = source[len(BUILTIN_PREFIX) :]
-        if name in NER_DATA:
-            raise InputError(f"{source} is an NER dataset (tokens and tags), not a text corpus")
-        path = builtin_data_file(name)
-        with open(path, encoding="utf-8", newline="") as handle:
-            docs = [row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip()]
-        corpus = Corpus(docs, [{"builtin": name, "sha256": sha256_file(path)}])
-    else:
-        _check_not_empty(source, "source")
-        files = local_files(local_input(source))
-        docs = []
-        origin = []
-        for file in files:
-            docs.extend(read_file(file, text_column))
-            origin.append({"file": file.name, "sha256": sha256_file(file)})
-        corpus = Corpus(docs, origin)
+    reader = open_corpus(source, text_column, hf_config, hf_split)
+    corpus = Corpus(list(reader.documents()), reader.origin)
     if not corpus.documents:
         raise InputError(f"{source}: no text found (column {text_column!r})")
     return corpus

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from kfnlp.artifacts import CORPUS_TEXT, open_dataset, tokenizer_fingerprint, write_dataset
+from kfnlp.artifacts.dataset import RowsFile
 from kfnlp.config import check_seed, option
 from kfnlp.data import chunking
-from kfnlp.data.corpus import NER_TRAIN_SOURCE, load_corpus
+from kfnlp.data.corpus import NER_TRAIN_SOURCE, CorpusReader, open_corpus
 from kfnlp.errors import InputError
 from kfnlp.modeling import load_tokenizer
 from kfnlp.stages.entry import Input, Stage
@@ -71,43 +75,94 @@ def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+SPLITS = ("train", "test")
+
+
+def split_of_documents(n: int, config: PreprocessConfig) -> np.ndarray:
+    """For each of ``n`` documents, 1 + the index in :data:`SPLITS` of its split, or 0 if the downsample drops it."""
+    train, test = split_documents(n, config)
+    member = np.zeros(n, dtype=np.int8)
+    member[train], member[test] = 1, 2
+    return member
+
+
+def _kept(corpus: CorpusReader, member: np.ndarray) -> Iterator[str]:
+    """The documents the split keeps, in corpus order, from a second reading of the corpus."""
+    documents = corpus.documents()
+    count = 0
+    for keep in member:
+        document = next(documents, None)
+        if document is None:
+            break
+        count += 1
+        if keep:
+            yield document
+    if count < len(member) or next(documents, None) is not None:  # not what the first reading counted
+        raise InputError(f"{corpus.source}: changed while preprocess read it; run it again")
+
+
 def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
-    """Read, split, tokenize and chunk; write a dataset artifact to ``output``."""
+    """Read, split, tokenize and chunk; write a dataset artifact to ``output``.
+
+    Bounded memory: the corpus is read twice, once to count its documents (the split needs the
+    count) and once to tokenize them in batches; each split's rows are cut as the tokens come and
+    written to a scratch Arrow file, which :func:`write_dataset` then copies into the artifact."""
     started = time.monotonic()
-    corpus = load_corpus(config.source, config.text_column, config.hf_config, config.hf_split)
+    corpus = open_corpus(config.source, config.text_column, config.hf_config, config.hf_split)
     tok = load_tokenizer(tokenizer)
-    train_idx, test_idx = split_documents(len(corpus.documents), config)
-    splits, counts = {}, {}
-    for name, idx in (("train", train_idx), ("test", test_idx)):
-        docs = [corpus.documents[i] for i in idx]
-        stream = chunking.tokenize(tok, docs)
-        chunks = chunking.chunk(stream, config.chunk_size, config.group_size)
-        if len(chunks) == 0:
-            raise InputError(
-                f"{config.source}: the {name} split ({len(docs)} documents, {int(stream.doc_lengths.sum())} tokens) "
-                f"yields no chunk of {config.chunk_size} tokens; use more text or a smaller chunk_size"
+    n = sum(1 for _ in corpus.documents())
+    if n == 0:
+        raise InputError(f"{config.source}: no text found (column {config.text_column!r})")
+    member = split_of_documents(n, config)
+    with tempfile.TemporaryDirectory(prefix="kfnlp-preprocess-") as scratch:
+        files = {name: RowsFile(Path(scratch) / f"{name}.arrow") for name in SPLITS}
+        chunkers = {
+            name: chunking.Chunker(
+                config.chunk_size, config.group_size, lambda rows, f=files[name]: f.write(chunking.chunk_columns(rows))
             )
-        splits[name] = chunking.to_dataset(chunks)
-        counts[name] = {
-            "documents": len(docs),
-            "tokens": int(stream.doc_lengths.sum()),
-            "chunks": len(chunks),
-            "chunk_tokens": len(chunks) * config.chunk_size,
+            for name in SPLITS
         }
-        log.info("preprocess: %s: %d documents -> %d chunks of %d", name, len(docs), len(chunks), config.chunk_size)
-    tok_fp = tokenizer_fingerprint(tok)
-    return write_dataset(
-        output,
-        splits,
-        tok,
-        started,
-        task="mlm",
-        fingerprint=fingerprint(corpus.origin, asdict(config), tok_fp),
-        tokenizer=tokenizer,
-        tokenizer_fingerprint=tok_fp,
-        config=asdict(config),
-        counts=counts,
-    )
+        splits_of_kept = iter(member[member > 0])
+        split = int(next(splits_of_kept))
+        for segment in chunking.segments(tok, _kept(corpus, member)):
+            chunkers[SPLITS[split - 1]].add(segment)
+            if segment.ends_document:
+                split = int(next(splits_of_kept, 0))
+        splits, counts = {}, {}
+        for name, chunker in chunkers.items():
+            chunker.close()
+            if chunker.chunks == 0:
+                raise InputError(
+                    f"{config.source}: the {name} split ({chunker.documents} documents, {chunker.tokens} tokens) "
+                    f"yields no chunk of {config.chunk_size} tokens; use more text or a smaller chunk_size"
+                )
+            splits[name] = files[name].dataset()
+            counts[name] = {
+                "documents": chunker.documents,
+                "tokens": chunker.tokens,
+                "chunks": chunker.chunks,
+                "chunk_tokens": chunker.chunks * config.chunk_size,
+            }
+            log.info(
+                "preprocess: %s: %d documents -> %d chunks of %d",
+                name,
+                chunker.documents,
+                chunker.chunks,
+                config.chunk_size,
+            )
+        tok_fp = tokenizer_fingerprint(tok)
+        return write_dataset(
+            output,
+            splits,
+            tok,
+            started,
+            task="mlm",
+            fingerprint=fingerprint(corpus.origin, asdict(config), tok_fp),
+            tokenizer=tokenizer,
+            tokenizer_fingerprint=tok_fp,
+            config=asdict(config),
+            counts=counts,
+        )
 
 
 STAGE = Stage(

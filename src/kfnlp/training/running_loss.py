@@ -30,7 +30,9 @@ class RunningLoss:
         """The sum a checkpoint carries; None for a checkpoint that lacks it (written before kfnlp kept it)."""
         path = Path(checkpoint) / LOSS_FILE
         if not path.is_file():
-            log.warning("%s: no running loss in the checkpoint; train_loss covers only the steps after the resume", path)
+            log.warning(
+                "%s: no running loss in the checkpoint; train_loss covers only the steps after the resume", path
+            )
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(float(data["total"]), int(data["steps"]))

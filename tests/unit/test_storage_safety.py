@@ -214,3 +214,16 @@ def test_a_squatted_or_shared_scratch_parent_is_refused(temp_root, tmp_path):
     parent.chmod(0o777)  # open to everyone: someone else could plant a symlink inside
     with pytest.raises(StorageError, match="not a private directory of this user"):
         private_temp_dir("checkpoints-abc")
+
+
+def test_kfnlp_stage_refuses_an_output_that_is_its_input_artifact(tiny_dataset, tmp_path):
+    """mask-eval --dataset d --output d would replace the dataset it reads (d is a kfnlp artifact, so the
+    destination check alone allows it): the artifact inputs count as inputs too."""
+    import shutil
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny_dataset, dataset)
+    before = _tree(dataset)
+    result = run_cli("stage", "mask-eval", "--dataset", str(dataset), "--output", str(dataset), cwd=tmp_path)
+    _refused(result, f"the output is the stage's input --dataset={dataset}")
+    assert _tree(dataset) == before

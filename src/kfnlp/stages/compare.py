@@ -163,10 +163,17 @@ STAGE = Stage(
     function=compare,
     help="base versus adapted encoder: perplexity and NER F1 side by side",
     inputs=(
-        Input("mlm_base", "masked-LM evaluation of the base model", required=True),
-        Input("mlm_adapted", "masked-LM evaluation of the adapted model", required=True),
-        Input("ner_base", "NER evaluation of the model fine-tuned from the base encoder", required=True),
-        Input("ner_adapted", "NER evaluation of the model fine-tuned from the adapted encoder", required=True),
+        Input("mlm_base", "masked-LM evaluation of the base model", required=True, kind="artifact"),
+        Input("mlm_adapted", "masked-LM evaluation of the adapted model", required=True, kind="artifact"),
+        Input(
+            "ner_base", "NER evaluation of the model fine-tuned from the base encoder", required=True, kind="artifact"
+        ),
+        Input(
+            "ner_adapted",
+            "NER evaluation of the model fine-tuned from the adapted encoder",
+            required=True,
+            kind="artifact",
+        ),
         Input("output", "comparison directory to write", required=True),
     ),
     example="bootstrap_samples=1000",

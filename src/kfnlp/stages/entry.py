@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from kfnlp.config import Kind
@@ -23,7 +23,9 @@ class Input:
     help: str
     required: bool = False
     default: str | None = None
-    kind: Kind | None = None  # "model": checked like a config model reference before the stage starts
+    # "model": checked like a config model reference before the stage starts; "model" and "artifact":
+    # an input the stage reads, which its --output must not replace
+    kind: Kind | Literal["artifact"] | None = None
 
     @property
     def flag(self) -> str:

@@ -133,7 +133,7 @@ STAGE = Stage(
             required=True,
             kind="model",
         ),
-        Input("eval_set", "eval-set artifact from mask-eval", required=True),
+        Input("eval_set", "eval-set artifact from mask-eval", required=True, kind="artifact"),
         Input("output", "evaluation directory to write", required=True),
         Input("label", "name for this model in reports", default="model"),
     ),

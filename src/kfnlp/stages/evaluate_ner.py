@@ -139,7 +139,7 @@ STAGE = Stage(
             required=True,
             kind="model",
         ),
-        Input("dataset", "NER dataset artifact from preprocess-ner", required=True),
+        Input("dataset", "NER dataset artifact from preprocess-ner", required=True, kind="artifact"),
         Input("output", "evaluation directory to write", required=True),
         Input("label", "name for this model in reports", default="model"),
     ),

@@ -91,7 +91,7 @@ STAGE = Stage(
     function=mask_eval,
     help="mask the held-out split once with a fixed seed",
     inputs=(
-        Input("dataset", "dataset artifact from preprocess", required=True),
+        Input("dataset", "dataset artifact from preprocess", required=True, kind="artifact"),
         Input("output", "eval-set artifact directory to write", required=True),
     ),
     example="max_chunks=500",

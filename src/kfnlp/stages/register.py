@@ -177,8 +177,8 @@ STAGE = Stage(
     help="record the model as a new version in the model registry",
     inputs=(
         Input("model", "model artifact from train-mlm", required=True, kind="model"),
-        Input("evaluation", "evaluation of that model", required=True),
-        Input("baseline", "evaluation of the base model (optional)"),
+        Input("evaluation", "evaluation of that model", required=True, kind="artifact"),
+        Input("baseline", "evaluation of the base model (optional)", kind="artifact"),
         Input("run_name", "pipeline run name"),
     ),
     example="model_name=kfnlp-mlm-imdb",

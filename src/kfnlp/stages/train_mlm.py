@@ -110,8 +110,8 @@ STAGE = Stage(
     function=train_mlm,
     help="adapt a masked-LM to the corpus",
     inputs=(
-        Input("dataset", "dataset artifact from preprocess", required=True),
-        Input("eval_set", "eval-set artifact from mask-eval", required=True),
+        Input("dataset", "dataset artifact from preprocess", required=True, kind="artifact"),
+        Input("eval_set", "eval-set artifact from mask-eval", required=True, kind="artifact"),
         Input("output", "model artifact directory to write", required=True),
         Input(
             "base_model",

@@ -120,7 +120,7 @@ STAGE = Stage(
     function=train_ner,
     help="fine-tune an encoder for token classification",
     inputs=(
-        Input("dataset", "NER dataset artifact from preprocess-ner", required=True),
+        Input("dataset", "NER dataset artifact from preprocess-ner", required=True, kind="artifact"),
         Input("output", "model artifact directory to write", required=True),
         Input(
             "base_model",

@@ -565,7 +565,7 @@ def test_cli_errors_are_one_line(cli, registry, model_dir):
         (("registry", "diff", "m", "1", "@nope"), "model 'm' has no @nope", 5),
         (("registry", "promote", "m", "9"), "no version 9 of model 'm'", 5),
         (("registry", "rollback", "m"), "model 'm' has no @previous-champion to roll back to", 5),
-        (("registry", "promote", "m", str(v1), "--guard", "recall"), "guard 'recall': expected METRIC:TOLERANCE", 1),
+        (("registry", "promote", "m", str(v1), "--guard", "recall"), "guard 'recall': expected METRIC:TOLERANCE", 2),
     ]:
         result = cli(*args)
         assert result[0] == code, (args, result)

@@ -287,7 +287,9 @@ def test_pipeline_runs_in_the_image(built_image, podman_socket, tmp_path):
     run_dir = out / "artifacts" / summary["run"]
     assert {p.stat().st_uid for p in run_dir.rglob("*")} == {owner}
     # register and promote shared the host's registry, and recorded the image
-    client = MlflowClient(tracking_uri=f"sqlite:///{home}/registry/mlflow.db")
+    # registry_uri too: an earlier in-process Registry() leaves mlflow's global registry URI set
+    store = f"sqlite:///{home}/registry/mlflow.db"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version_by_alias("kfnlp-mlm-imdb", "champion")
     assert version.tags["kfnlp.image"] == built_image
 

@@ -121,7 +121,7 @@ test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-t
 	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" \
 	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" \
 	KFNLP_IMAGE_TESTS=$(KFNLP_IMAGE_TESTS) KFNLP_IMAGE_BASE=$(IMAGE_TEST_BASE) \
-	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 # the fast subset while you work (a few minutes): tests/unit and tests/stages, no servers, images or cluster tools
 test-fast: setup

@@ -33,6 +33,7 @@ from kfnlp.launch.cluster.settings import (
     S3_OPTIONAL_KEYS,
     SECTION,
     ClusterConfig,
+    duration_seconds,
     load_cluster,
     parse_label,
     parse_toleration,
@@ -89,8 +90,61 @@ def _warn_unless_digest(cluster: ClusterConfig) -> None:
         )
 
 
+def scales_out(stage: str, cluster: ClusterConfig) -> bool:
+    """True if ``stage``'s task is a launcher of a job across ``cluster.train.nodes`` nodes."""
+    return stage in cluster.train_stages and cluster.train.nodes > 1
+
+
+def secret_envs(cluster: ClusterConfig, entry, registry: bool = True) -> list[dict[str, Any]]:
+    """The secrets a stage's pods get, by name: ``{"secret", "keys" (KEY: ENV), "optional"}`` (the registry's
+    only with ``registry``: a job's nodes never talk to it)."""
+    out = []
+    if cluster.s3_secret:
+        out.append({"secret": cluster.s3_secret, "keys": S3_KEYS, "optional": False})
+        out.append({"secret": cluster.s3_secret, "keys": S3_OPTIONAL_KEYS, "optional": True})
+    if cluster.hf_token_secret and entry.hub:
+        out.append({"secret": cluster.hf_token_secret, "keys": HF_KEYS, "optional": False})
+    if registry and cluster.registry_secret and entry.registry:
+        out.append({"secret": cluster.registry_secret, "keys": REGISTRY_OPTIONAL_KEYS, "optional": True})
+    return out
+
+
+def scale_out_spec(cluster: ClusterConfig, entry) -> Any:
+    """What the launcher of ``entry``'s stage needs, checked now by building its job once with placeholder
+    URIs through the API's models, so a bad setting fails ``kfnlp compile`` rather than the run."""
+    from kfnlp.launch.scale_out import manifests
+    from kfnlp.launch.scale_out.spec import ScaleOut
+
+    p = cluster.train
+    spec = ScaleOut(
+        nodes=p.nodes,
+        gpus_per_node=p.gpus,
+        engine=p.engine,
+        runtime=p.runtime,
+        image=cluster.image,
+        image_pull_secret=cluster.image_pull_secret,
+        gpu_resource=cluster.gpu_resource,
+        cpu_request=p.cpu_request,
+        cpu_limit=p.cpu_limit,
+        memory_request=p.memory_request,
+        memory_limit=p.memory_limit,
+        node_selector=dict(parse_label(label) for label in p.node_selector),
+        tolerations=[parse_toleration(t) for t in p.tolerations],
+        shm_size=p.shm_size,
+        secrets=secret_envs(cluster, entry, registry=False),
+        start_timeout_s=duration_seconds(p.start_timeout),
+        cleanup=p.cleanup,
+        ttl_after_finished_s=duration_seconds(p.ttl_after_finished) if p.ttl_after_finished else 0,
+    )
+    placeholder = "s3://kfnlp-compile-check/placeholder"
+    inputs = {i.name: placeholder for i in entry.inputs}
+    command = manifests.node_command(entry.name, inputs, placeholder, "{}")
+    manifests.build(spec, manifests.job_name(entry.name, placeholder), command, {"kfnlp-stage": entry.name}, [])
+    return spec
+
+
 def configure_task(task, cluster: ClusterConfig) -> int:
-    """Apply the cluster settings to one task; return its GPU count."""
+    """Apply the cluster settings to one task; return its GPU count (per node, for a launcher)."""
     from kfp import kubernetes
 
     from kfnlp import stages
@@ -99,7 +153,9 @@ def configure_task(task, cluster: ClusterConfig) -> int:
     if stage not in stages.by_name():
         raise ConfigError(f"stage {stage!r} has no cluster settings: no kfnlp.stages module declares it")
     entry = stages.get(stage)
-    p = cluster.profile(stage)
+    launcher = scales_out(stage, cluster)
+    # a launcher is a CPU pod like the data stages'; the train profile's pods are the job's nodes
+    p = cluster.data if launcher else cluster.profile(stage)
     in_image(cluster.image)(task)
     for setting in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
         if getattr(p, setting):
@@ -112,18 +168,22 @@ def configure_task(task, cluster: ClusterConfig) -> int:
         kubernetes.add_toleration(task, **parse_toleration(toleration))
     if p.shm_size:
         kubernetes.empty_dir_mount(task, SHM_VOLUME, "/dev/shm", medium="Memory", size_limit=p.shm_size)
-    if p.retries:
-        task.set_retry(p.retries, cluster.retry_backoff, cluster.retry_backoff_factor, cluster.retry_backoff_max)
+    retries = cluster.train.retries if launcher else p.retries
+    if retries:
+        task.set_retry(retries, cluster.retry_backoff, cluster.retry_backoff_factor, cluster.retry_backoff_max)
     task.set_caching_options(enable_caching=stage in cluster.cache_stages)
     if cluster.image_pull_secret:
         kubernetes.set_image_pull_secrets(task, [cluster.image_pull_secret])
-    if cluster.s3_secret:
-        kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_KEYS)
-        kubernetes.use_secret_as_env(task, cluster.s3_secret, S3_OPTIONAL_KEYS, optional=True)
-    if cluster.hf_token_secret and entry.hub:
-        kubernetes.use_secret_as_env(task, cluster.hf_token_secret, HF_KEYS)
-    if cluster.registry_secret and entry.registry:
-        kubernetes.use_secret_as_env(task, cluster.registry_secret, REGISTRY_OPTIONAL_KEYS, optional=True)
+    for secret in secret_envs(cluster, entry):
+        if secret["optional"]:
+            kubernetes.use_secret_as_env(task, secret["secret"], secret["keys"], optional=True)
+        else:
+            kubernetes.use_secret_as_env(task, secret["secret"], secret["keys"])
+    if launcher:
+        from kfnlp.launch.scale_out.spec import ENV
+
+        task.set_env_variable(ENV, scale_out_spec(cluster, entry).to_json())
+        return cluster.train.gpus
     return p.gpus
 
 
@@ -133,7 +193,8 @@ def cluster_pipeline(entry: PipelineEntry, cluster: ClusterConfig, gpu_tasks: li
     def configure(task) -> None:
         gpus = configure_task(task, cluster)
         if gpus and gpu_tasks is not None:
-            gpu_tasks.append(f"{task._task_spec.display_name or task.name} x{gpus}")
+            nodes = f"{cluster.train.nodes} nodes " if scales_out(task.component_spec.name, cluster) else ""
+            gpu_tasks.append(f"{task._task_spec.display_name or task.name} {nodes}x{gpus}")
 
     return retrace(pipeline_function(entry), configure, cluster.pipeline_root or None)
 

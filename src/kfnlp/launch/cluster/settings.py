@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from kfnlp.config import build, deep_merge, option, to_dict
@@ -41,6 +41,7 @@ REGISTRY_OPTIONAL_KEYS = {
 }
 
 PIPELINE_ROOT_SCHEMES = ("s3", "minio", "gs")
+SHARED_ROOT_SCHEMES = ("s3", "minio")  # what the nodes of a scale-out job read and write (pods share no volume)
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 # distribution/reference grammar; a tag or a sha256 digest is required (no implicit :latest)
@@ -55,6 +56,7 @@ DURATION = re.compile(r"^[0-9]+[smhd]$")
 SECRET_NAME = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*$")
 LABEL_KEY = re.compile(r"^(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNITS = {"": 1, "m": 1e-3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 UNITS.update({k + "i": 1024 ** "KMGTPE".index(k[0]) * 1024 for k in "KMGTPE"})
 
@@ -75,6 +77,32 @@ class StageProfile:
         'size of a memory-backed emptyDir at /dev/shm (DataLoader workers need it); "" for none',
     )
     retries: int = option(0, "times KFP reruns a failed task (with the cluster.retry_backoff* delays)")
+    nodes: int = option(
+        1,
+        "pods (nodes) a train stage spans, each with `gpus` GPUs and processes (train profile only); above 1 "
+        "the task becomes a CPU launcher that runs the stage as a TrainJob or PyTorchJob (needs an s3:// or "
+        "minio:// pipeline_root and cluster.s3_secret)",
+    )
+    engine: Literal["trainjob", "pytorchjob"] = option(
+        "trainjob",
+        "with nodes > 1: Kubeflow Trainer v2.3's TrainJob (trainer.kubeflow.org/v1alpha1) or the Training "
+        "Operator v1.9's PyTorchJob (kubeflow.org/v1)",
+    )
+    runtime: str = option(
+        "torch-distributed", "with engine trainjob: the ClusterTrainingRuntime (or TrainingRuntime) to run on"
+    )
+    start_timeout: str = option(
+        "20m", "with nodes > 1: how long the job may wait for all its nodes to run before it is deleted and fails"
+    )
+    cleanup: Literal["on-success", "always", "never"] = option(
+        "on-success",
+        "with nodes > 1: which ended jobs the launcher deletes (on-success keeps a failed one for kubectl describe)",
+    )
+    ttl_after_finished: str = option(
+        "1d",
+        "with engine pytorchjob: the operator deletes an ended job this long after (runPolicy."
+        'ttlSecondsAfterFinished); "" for never',
+    )
 
 
 def _train_profile() -> StageProfile:
@@ -160,6 +188,7 @@ class ClusterConfig:
             )
         check_profile(self.data, f"{SECTION}.data")
         check_profile(self.train, f"{SECTION}.train")
+        check_scale_out(self)
 
     def profile(self, stage: str) -> StageProfile:
         return self.train if stage in self.train_stages else self.data
@@ -233,6 +262,18 @@ def check_profile(p: StageProfile, where: str) -> None:
         if getattr(p, name) < 0:
             key = f"{where}.{name}"
             raise ConfigError(f"{key}: expected an integer >= 0, got {getattr(p, name)}", key)
+    if p.nodes < 1:
+        raise ConfigError(f"{where}.nodes: expected an integer >= 1, got {p.nodes}", f"{where}.nodes")
+    for name in ("start_timeout", "ttl_after_finished"):
+        value = getattr(p, name)
+        if (value or name == "start_timeout") and not DURATION.match(value):
+            key = f"{where}.{name}"
+            raise ConfigError(f"{key}: expected a duration like 30s, 20m, 1h or 1d, got {value!r}", key)
+    if not SECRET_NAME.match(p.runtime) or len(p.runtime) > 253:
+        key = f"{where}.runtime"
+        raise ConfigError(
+            f"{key}: {p.runtime!r} is not a Kubernetes object name (lowercase letters, digits, - and .)", key
+        )
     for i, item in enumerate(p.node_selector):
         key, value = parse_label(item)
         if "=" not in item or not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
@@ -249,6 +290,46 @@ def check_profile(p: StageProfile, where: str) -> None:
                 f"{', '.join(TAINT_EFFECTS)}, got {item!r}",
                 f"{where}.tolerations",
             )
+
+
+def duration_seconds(text: str) -> int:
+    """A checked duration (``30s``, ``5m``, ``1h``, ``2d``) in seconds."""
+    return int(text[:-1]) * DURATION_S[text[-1]]
+
+
+def check_scale_out(cluster: ClusterConfig) -> None:
+    """Only training spans nodes, with GPUs, and its nodes need a shared store for inputs and outputs."""
+    if cluster.data.nodes > 1:
+        key = f"{SECTION}.data.nodes"
+        raise ConfigError(f"{key}: only the train profile spans nodes; got {cluster.data.nodes}", key)
+    if cluster.train.nodes == 1:
+        return
+    where = f"{SECTION}.train"
+    if cluster.train.gpus == 0:
+        raise ConfigError(
+            f"{where}.gpus: nodes {cluster.train.nodes} needs at least 1 GPU per node, got 0", f"{where}.gpus"
+        )
+    not_training = [s for s in cluster.train_stages if s not in stage_names(trains=True)]
+    if not_training:
+        key = f"{SECTION}.train_stages"
+        raise ConfigError(
+            f"{key}: {not_training[0]} cannot span nodes ({where}.nodes {cluster.train.nodes}); only "
+            f"{', '.join(stage_names(trains=True))} can",
+            key,
+        )
+    if urlsplit(cluster.pipeline_root).scheme not in SHARED_ROOT_SCHEMES:
+        key = f"{SECTION}.pipeline_root"
+        raise ConfigError(
+            f"{key}: {where}.nodes {cluster.train.nodes} needs an s3:// or minio:// pipeline root, which every "
+            f"node reads and writes (pods share no volume), got {cluster.pipeline_root or 'the deployment default'!r}",
+            key,
+        )
+    if not cluster.s3_secret:
+        key = f"{SECTION}.s3_secret"
+        raise ConfigError(
+            f"{key}: {where}.nodes {cluster.train.nodes} needs the S3 secret that gives every node the pipeline root",
+            key,
+        )
 
 
 def load_cluster(data: Any = None, image: str = "") -> ClusterConfig:

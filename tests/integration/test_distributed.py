@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +18,7 @@ from kfnlp.stages.train_mlm import TrainMlmConfig, train_mlm
 from kfnlp.stages.train_ner import TrainNerConfig
 from kfnlp.storage import read_manifest
 from kfnlp.training import distributed
+from tests.support.processes import kill_tree
 
 MODEL = "builtin:splade-tiny"
 CHUNKS = 200  # of the tiny dataset's training chunks
@@ -143,35 +140,6 @@ def test_failing_worker_raises_its_error_and_writes_nothing(tiny_dataset, tiny_e
     assert list(tmp_path.iterdir()) == []  # no artifact, no temporary directory
 
 
-def test_two_nodes_run_the_ordinary_cli_under_torchrun(tiny_dataset, tiny_eval_set, tmp_path):
-    """What a Kubeflow Trainer TrainJob does on two nodes: the same command in each pod, with
-    the PET_* rendezvous variables its torch runtime sets (here both "nodes" are local)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    out = tmp_path / "model"
-    command = [sys.executable, "-m", "torch.distributed.run", "-m", "kfnlp", "stage", "train-mlm"]
-    command += ["--dataset", str(tiny_dataset), "--eval-set", str(tiny_eval_set), "--output", str(out)]
-    command += ["--base-model", MODEL]
-    for key, value in dict(max_train_chunks=CHUNKS, batch_size=BATCH, num_epochs=1, eval_strategy="no").items():
-        command += ["--set", f"{key}={value}"]
-    command += ["--set", "save_steps=1000", "--set", f"checkpoint_dir={tmp_path / 'checkpoints'}"]
-    nodes = []
-    for node in range(2):
-        env = dict(os.environ, PET_NNODES="2", PET_NPROC_PER_NODE="1", PET_NODE_RANK=str(node))
-        env.update(PET_MASTER_ADDR="127.0.0.1", PET_MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        nodes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = [node.communicate(timeout=300) for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
-    # the stage's result is the last thing printed (the Trainer prints one-line dicts before it)
-    printed = [json.loads(stdout[re.search(r"^\{$", stdout, re.M).start() :]) for stdout, _ in results]
-    assert "kind" not in printed[1] and printed[1]["training"]["world_size"] == 2  # only rank 0 wrote
-    assert read_manifest(out, kind="model")["training"]["world_size"] == 2
-    assert printed[0]["training"]["global_step"] == math.ceil(CHUNKS / (BATCH * 2))
-    # the summary's train_loss is the mean over all processes: the same number on every node
-    assert printed[0]["training"]["train_loss"] == printed[1]["training"]["train_loss"]
-
-
 def test_inside_a_launch_the_stage_never_relaunches(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert distributed.should_launch(2) and not distributed.should_launch(1)
@@ -194,28 +162,50 @@ def test_num_processes_zero_means_one_per_gpu(monkeypatch):
         TrainNerConfig(num_processes=-1)
 
 
-def test_documented_manifests_parse_and_run_the_stage_command():
-    """docs/cluster.md's TrainJob and PyTorchJob examples: valid YAML, and the container runs
-    ``torchrun -m kfnlp stage ...`` with arguments the kfnlp CLI accepts."""
+def _doc_yaml(heading: str) -> list:
+    """The YAML blocks of one ``## `` section of docs/cluster.md."""
     import yaml
 
-    from kfnlp.cli import build_parser
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text(encoding="utf-8")
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+
+
+def test_documented_one_node_config_is_valid():
     from kfnlp.config import build
 
-    text = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text(encoding="utf-8")
-    section = text.split("## Multi-GPU and multi-node", 1)[1].split("\n## ", 1)[0]
-    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
-    config, trainjob, pytorchjob = blocks
+    (config,) = _doc_yaml("## Several GPUs on one node")
     assert build(TrainNerConfig, config["train_ner"]).num_processes == 0
-    assert trainjob["kind"] == "TrainJob" and pytorchjob["kind"] == "PyTorchJob"
-    containers = [
-        pytorchjob["spec"]["pytorchReplicaSpecs"][role]["template"]["spec"]["containers"][0]
-        for role in ("Master", "Worker")
-    ]
-    for spec in (trainjob["spec"]["trainer"], *containers):
-        assert spec["command"][:3] == ["torchrun", "-m", "kfnlp"]
-        args = build_parser().parse_args([*spec["command"][3:], *spec["args"]])
-        assert args.stage == "train-ner" and args.output == "/data/ner-model"
+
+
+def test_documented_trainjob_is_what_the_launcher_builds_from_the_documented_config():
+    """docs/cluster.md "Several nodes": its config loads, and its TrainJob is exactly the manifest
+    kfnlp.launch.scale_out builds from it (with the example's URIs, stage config and owner), whose
+    command the kfnlp CLI accepts."""
+    import json
+
+    from kfnlp import stages
+    from kfnlp.cli import build_parser
+    from kfnlp.config import build
+    from kfnlp.launch.cluster.compile import scale_out_spec
+    from kfnlp.launch.cluster.settings import load_cluster
+    from kfnlp.launch.scale_out.manifests import build as build_job
+    from kfnlp.launch.scale_out.manifests import job_name, node_command
+
+    config, trainjob = _doc_yaml("## Several nodes")
+    spec = scale_out_spec(load_cluster(config["cluster"]), stages.get("train-ner"))
+    command = trainjob["spec"]["trainer"]["command"]
+    args = build_parser().parse_args(command[3:])
+    assert command[:3] == ["torchrun", "-m", "kfnlp"] and args.stage == "train-ner"
+    assert command == node_command(
+        "train-ner", {"dataset": args.dataset, "base_model": args.base_model}, args.output, args.config_json
+    )
+    stage_config = json.loads(args.config_json)
+    assert build(TrainNerConfig, stage_config).batch_size == config["train_ner"]["batch_size"]
+    assert stage_config["checkpoint_dir"] == args.output.removesuffix("-job") + "-checkpoints"
+    meta = trainjob["metadata"]
+    assert meta["name"] == job_name("train-ner", args.output)
+    assert trainjob == build_job(spec, meta["name"], command, meta["labels"], meta["ownerReferences"])
 
 
 def _cli(out: Path, tmp: Path, dataset, eval_set, **overrides) -> list[str]:
@@ -226,24 +216,6 @@ def _cli(out: Path, tmp: Path, dataset, eval_set, **overrides) -> list[str]:
         if value is not None:
             cmd += ["--set", f"{key}={value}"]
     return cmd
-
-
-def _kill_pod(pid: int) -> None:
-    """SIGKILL a process and all its descendants at once, as the end of a pod does (torchrun's
-    workers run in sessions of their own, so killing the process group would miss them)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        frontier = [c for c in children if c not in tree]
-        tree.update(frontier)
-    for sig in (signal.SIGSTOP, signal.SIGKILL):  # freeze all first: none acts on another's death
-        for member in tree:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(member, sig)
 
 
 def _wait_for_checkpoint(root: Path, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -272,7 +244,7 @@ def test_two_process_run_stopped_then_resumed_matches_an_uninterrupted_one(
     try:
         _wait_for_checkpoint(tmp_path / "checkpoints", process)
         if how == "sigkill-pod":
-            _kill_pod(process.pid)
+            kill_tree(process.pid)
             process.wait(30)
         else:
             process.send_signal(signal.SIGTERM)
@@ -281,7 +253,7 @@ def test_two_process_run_stopped_then_resumed_matches_an_uninterrupted_one(
             assert "stopped by SIGTERM" in stderr
     finally:
         if process.poll() is None:  # a failed assertion above: leave nothing running
-            _kill_pod(process.pid)
+            kill_tree(process.pid)
     assert not (out / "kfnlp-manifest.json").exists()
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

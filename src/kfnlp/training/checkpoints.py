@@ -181,6 +181,23 @@ def _barrier(args) -> None:
         dist.barrier()
 
 
+def _gather_rng_states(saved: Path, args) -> None:
+    """Give global rank 0 every worker's RNG state file (``rng_state_<rank>.pth``, which the Trainer
+    writes in each worker's own ``saved``), so that the committed checkpoint resumes every worker
+    exactly: the workers of other nodes wrote theirs on a disk rank 0 cannot see."""
+    if args.world_size <= 1:
+        return
+    import torch.distributed as dist
+
+    name = f"rng_state_{args.process_index}.pth"
+    mine = (name, (saved / name).read_bytes())
+    states = [None] * args.world_size if args.process_index == 0 else None
+    dist.gather_object(mine, states, dst=0)
+    for name, data in states or ():
+        if not (saved / name).exists():  # the workers on rank 0's node wrote theirs there already
+            (saved / name).write_bytes(data)
+
+
 def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event, trainer):
     """Commits each save to the store, with the run's running loss; adds time-based saves and the save-and-stop on SIGTERM."""
     from transformers import TrainerCallback
@@ -203,16 +220,18 @@ def checkpoint_callback(ckpt: Checkpointing, stop: threading.Event, trainer):
 
         def on_save(self, args, state, control, **kwargs):
             running = ckpt.loss_before.plus(trainer) if ckpt.loss_before is not None else None
-            _barrier(args)  # every worker has written its RNG state into the checkpoint
+            saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            _gather_rng_states(saved, args)  # also waits until every worker has written its state
             if state.is_world_process_zero:
                 started = time.monotonic()
-                saved = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if running is not None:
                     running.write(saved)
                 uri = ckpt.store.commit(saved, state.global_step, ckpt.key)
                 ckpt.saves.append(time.monotonic() - started)
                 log.info("checkpoint: step %d stored at %s (%.1f s)", state.global_step, uri, ckpt.saves[-1])
             _barrier(args)
+            if args.local_process_index == 0 and not state.is_world_process_zero:
+                shutil.rmtree(saved, ignore_errors=True)  # another node's part of what rank 0 committed
             self.last_save = time.monotonic()
 
     return _Checkpoints()
@@ -235,16 +254,17 @@ def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
     run, and save-and-stop on SIGTERM. ``on_resume(global_step)`` restores state the Trainer does not
     know about (the collator's batch counter) before training continues."""
     args = trainer.args
-    rank0 = trainer.is_world_process_zero()
+    # the first worker of each node prepares the node's scratch: the nodes of a multi-node run share no disk
+    node_leader = args.local_process_index == 0
     resume_from = None
     step = ckpt.store.latest() if ckpt.resume else None
-    if rank0:
+    if node_leader:
         shutil.rmtree(ckpt.scratch, ignore_errors=True)  # leftovers of a killed attempt are never committed
         ckpt.scratch.mkdir(parents=True, exist_ok=True)
     _barrier(args)
     if step is not None:
         local = ckpt.store.local_path(step, ckpt.scratch)
-        if rank0:
+        if node_leader:
             ckpt.store.fetch(step, ckpt.scratch)
         _barrier(args)
         resume_from = str(local)
@@ -271,6 +291,8 @@ def train(trainer, ckpt: Checkpointing, stage: str, on_resume=None):
             f"{stage}: stopped by SIGTERM at step {trainer.state.global_step} of {trainer.state.max_steps}; "
             f"its checkpoint is in {ckpt.store.root}: run the stage again with the same output to resume"
         )
+    if node_leader and not trainer.is_world_process_zero():
+        shutil.rmtree(ckpt.scratch, ignore_errors=True)  # another node's; rank 0's goes in finish(), after the model
     return result
 
 

@@ -23,7 +23,11 @@ Training and evaluation run on two models, and every figure names its model:
                     layers, hidden 768, 12 heads, the same vocabulary), where the
                     encoder dominates and the sparse head gains much less
 
+On a GPU the recipe side trains in fp16, as the course sets it, and the table gains each side's
+peak GPU memory in training; --precision and --compile set kfnlp's side (benchmarks/gpu.sh).
+
 Usage: python benchmarks/bench_mlm.py [--docs N] [--steps N] [--rounds N] [--bert-steps N] [--quick]
+       [--precision auto|no|fp16|bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
-from common import log, timed  # noqa: E402
+from common import device_fact, log, timed  # noqa: E402
 
 MODEL = "builtin:splade-tiny"
 CORPUS = "builtin:imdb"
@@ -55,6 +59,7 @@ BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 64  # the recipe's
 MLM_PROBABILITY = 0.15  # the recipe's
 SEED = 42
+PRECISION, COMPILE = "no", False  # kfnlp's side: --precision (resolved), --compile
 VERBATIM, LINEAR = "recipe (verbatim group_texts)", "recipe (linear group_texts)"  # the preprocessing baselines
 MODELS = {
     "splade-tiny": "builtin:splade-tiny: 2 layers, hidden 128",
@@ -92,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bert-batch", type=int, default=8, help="bert-base-shaped training batch size")
     parser.add_argument("--bert-eval-chunks", type=int, default=64, help="chunks in the bert-base-shaped eval set")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test (no ratios)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "no", "fp16", "bf16"),
+        default="auto",
+        help="kfnlp's training precision (auto: bf16/fp16 on a GPU, fp32 on CPU)",
+    )
+    parser.add_argument("--compile", action="store_true", help="kfnlp trains through torch.compile")
     args = parser.parse_args(argv)
     if args.quick:
         args.docs, args.steps, args.eval_chunks, args.rounds = args.docs or 1000, min(args.steps, 4), 64, 1
@@ -259,11 +271,13 @@ def recipe_arguments(steps: int, batch_size: int) -> dict:
 
 def recipe_trainer(model, tokenizer, train, steps: int, batch_size: int, workdir: str):
     """The recipe's Trainer: stock model, transformers' collator, word_ids dropped by the Trainer."""
+    import torch
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     args = TrainingArguments(
         output_dir=workdir,
         **recipe_arguments(steps, batch_size),
+        fp16=torch.cuda.is_available(),  # the course sets fp16=True, which needs a GPU
         report_to="none",
         disable_tqdm=True,
         seed=SEED,
@@ -283,8 +297,9 @@ def kfnlp_trainer(model, tokenizer, train, steps: int, batch_size: int, workdir:
     assert enable_sparse_mlm_loss(model)
     args = training_arguments(
         workdir,
-        precision="no",
+        precision=PRECISION,
         **recipe_arguments(steps, batch_size),
+        torch_compile=COMPILE,
         seed=SEED,
         remove_unused_columns=False,
     )
@@ -293,20 +308,33 @@ def kfnlp_trainer(model, tokenizer, train, steps: int, batch_size: int, workdir:
     return Trainer(model=model, args=args, train_dataset=data, data_collator=collator, processing_class=tokenizer)
 
 
+def peak_gpu_gib() -> float | None:
+    """The most GPU memory torch held since the last reset (None without a GPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
 def train_run(make_trainer, model_name: str, tokenizer, train, steps: int, batch_size: int):
-    """Build a fresh model and trainer, and time trainer.train() alone; returns (samples, seconds)."""
+    """Build a fresh model and trainer, and time trainer.train() alone; returns
+    ((samples, peak GPU GiB or None), seconds)."""
+    import torch
     from transformers import set_seed
 
     set_seed(SEED)
     model = make_model(model_name, tokenizer)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as workdir:
         trainer = make_trainer(model, tokenizer, train, steps, batch_size, workdir)
         _, seconds = timed(trainer.train)
-        return trainer.state.global_step * batch_size, seconds
+        return (trainer.state.global_step * batch_size, peak_gpu_gib()), seconds
 
 
-def bench_training(model_name: str, tokenizer, recipe, ours, steps: int, batch_size: int, rounds: int) -> Row:
-    """Each side trains on the first steps x batch rows of its own trainable dataset."""
+def bench_training(model_name: str, tokenizer, recipe, ours, steps: int, batch_size: int, rounds: int) -> list[Row]:
+    """Each side trains on the first steps x batch rows of its own trainable dataset; on a GPU a
+    second row compares the peak memory of the last round."""
     rows = range(min(len(ours), steps * batch_size))
     recipe_train, our_train = recipe.select(rows), ours.select(rows)
     log(f"training {model_name}: {steps} steps of {batch_size} chunks")
@@ -317,15 +345,22 @@ def bench_training(model_name: str, tokenizer, recipe, ours, steps: int, batch_s
             "kfnlp": lambda: train_run(kfnlp_trainer, model_name, tokenizer, our_train, steps, batch_size),
         },
     )
-    (samples, recipe_s), (_, kfnlp_s) = out["recipe"], out["kfnlp"]
-    return Row(
-        "training",
-        model_name,
-        f"samples/s (batch {batch_size})",
-        "recipe",
-        [samples / s for s in recipe_s],
-        [samples / s for s in kfnlp_s],
-    )
+    ((samples, recipe_peak), recipe_s), ((_, kfnlp_peak), kfnlp_s) = out["recipe"], out["kfnlp"]
+    rows = [
+        Row(
+            "training",
+            model_name,
+            f"samples/s (batch {batch_size})",
+            "recipe",
+            [samples / s for s in recipe_s],
+            [samples / s for s in kfnlp_s],
+        )
+    ]
+    if recipe_peak is not None:
+        rows.append(
+            Row("training", model_name, "peak GPU GiB (lower is better)", "recipe", [recipe_peak], [kfnlp_peak])
+        )
+    return rows
 
 
 # -- evaluation ---------------------------------------------------------------
@@ -434,8 +469,11 @@ def setup_facts(args, n_docs: int) -> dict[str, str]:
     facts.update(
         {
             "rounds": f"{args.rounds}, order rotating; medians of the rounds",
+            "precision": f"recipe {'fp16' if torch.cuda.is_available() else 'fp32'}, kfnlp {PRECISION.replace('no', 'fp32')}"
+            + (", torch.compile" if COMPILE else ""),
             "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}",
+            "GPU": device_fact(),
             "load average at start": f"{os.getloadavg()[0]:.2f}",
         }
     )
@@ -447,8 +485,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from kfnlp.data.corpus import load_corpus
     from kfnlp.modeling import load_tokenizer
+    from kfnlp.training import resolve_precision
 
+    global PRECISION, COMPILE
     args = parse_args(argv)
+    PRECISION, COMPILE = resolve_precision(args.precision), args.compile
     transformers.logging.set_verbosity_error()
     docs = load_corpus(CORPUS).documents[: args.docs]
     tokenizer = load_tokenizer(MODEL)
@@ -460,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe, ours, rows, prep_facts = bench_preprocess(tokenizer, docs, args.rounds)
         facts.update(prep_facts)
         for model_name, steps, batch_size, eval_chunks in runs:
-            rows.append(bench_training(model_name, tokenizer, recipe, ours, steps, batch_size, args.rounds))
+            rows += bench_training(model_name, tokenizer, recipe, ours, steps, batch_size, args.rounds)
             eval_row, eval_facts = bench_evaluation(model_name, tokenizer, ours, eval_chunks, args.rounds)
             rows.append(eval_row)
             facts.update(eval_facts)

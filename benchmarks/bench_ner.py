@@ -26,7 +26,12 @@ seed 42) and with eval_strategy and save_strategy "no": the recipe evaluates and
 saves a checkpoint every epoch, but there is no validation split here (the test
 split is only scored after training), so both sides do only the training work.
 
+--model bert-base-shaped trains a seeded random-init encoder of BERT-base's shape (12 layers, hidden
+768) with MiniLM's vocabulary instead (its F1 says nothing; its speed does). --precision and --compile
+set kfnlp's side; on a GPU each run also reports its peak GPU memory (benchmarks/gpu.sh).
+
 Usage: python benchmarks/bench_ner.py [--epochs N] [--repeats N] [--max-sentences N] [--ablate] [--json FILE]
+       [--model minilm|bert-base-shaped] [--precision auto|no|fp16|bf16] [--compile]
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
-from common import log, timed  # noqa: E402
+from common import device_fact, log, timed  # noqa: E402
 
 MODEL = "builtin:minilm"
 CORPUS = "builtin:wnut16"
@@ -58,6 +63,8 @@ BATCH_SIZE = 8  # the recipe's (TrainingArguments' default)
 TEST_SIZE = 0.1
 SEED = 42
 TRAIN_SEED = SEED  # --train-seed
+PRECISION, COMPILE = "auto", False  # kfnlp's side: --precision, --compile
+CONLL_TRAIN_SENTENCES = 14_041  # CoNLL-2003's English training split, for the time-to-train estimate
 SIDES = {
     "recipe": "recipe",
     "recipe-grouped": "recipe + group_by_length",
@@ -75,6 +82,7 @@ class Run:
     steps: int
     scores: dict = field(default_factory=dict)
     load: float = field(default_factory=lambda: os.getloadavg()[0])  # 1-minute load average at the end
+    peak_gib: float | None = field(default_factory=lambda: peak_gpu_gib())  # since reset_gpu_peak(); None: no GPU
 
     @property
     def samples_per_second(self) -> float:
@@ -91,7 +99,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--train-seed", type=int, default=SEED, help="seed of initialisation and batch order (the split keeps its own)"
     )
+    parser.add_argument(
+        "--model",
+        choices=("minilm", "bert-base-shaped"),
+        default="minilm",
+        help="the embedded MiniLM, or a random-init encoder of BERT-base's shape",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "no", "fp16", "bf16"),
+        default="auto",
+        help="kfnlp's training precision (auto: bf16/fp16 on a GPU, fp32 on CPU)",
+    )
+    parser.add_argument("--compile", action="store_true", help="kfnlp trains through torch.compile")
     return parser.parse_args(argv)
+
+
+def peak_gpu_gib() -> float | None:
+    """The most GPU memory torch held since the last reset_gpu_peak() (None without a GPU)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def reset_gpu_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def bert_base_shaped(directory: str) -> str:
+    """A seeded random-init encoder of BERT-base's shape with MiniLM's tokenizer, saved as a model
+    directory both sides load (no Hub needed)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from kfnlp.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(MODEL)
+    torch.manual_seed(SEED)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    )
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 # -- data -----------------------------------------------------------------------
@@ -214,6 +268,7 @@ def recipe_train(
     from kfnlp.assets import resolve_model_ref
 
     set_seed(TRAIN_SEED)  # as train_ner does before loading: the same fresh head on both sides
+    reset_gpu_peak()
     started = time.perf_counter()
     model = AutoModelForTokenClassification.from_pretrained(
         resolve_model_ref(MODEL),
@@ -284,6 +339,8 @@ def kfnlp_config(epochs: float, group_by_length: bool):
         group_by_length=group_by_length,
         eval_strategy="no",
         save_strategy="no",
+        mixed_precision=PRECISION,
+        compile=COMPILE,
     )
 
 
@@ -293,6 +350,7 @@ def kfnlp_train(dataset: str, epochs: float, group_by_length: bool, workdir: str
 
     side = "kfnlp" if group_by_length else "kfnlp-random"
     output = os.path.join(workdir, f"{side}-model")
+    reset_gpu_peak()
     manifest, wall = timed(train_ner, dataset, output, kfnlp_config(epochs, group_by_length), MODEL)
     training = manifest["training"]
     samples = round(training["config"]["num_epochs"] * training["train_sentences"])
@@ -452,6 +510,8 @@ def result_table(sides: dict[str, list[Run]], prep_seconds: dict[str, float]) ->
         ("wall s (load model → trained model saved)", lambda r: r.wall_seconds),
         ("s per optimizer step", lambda r: r.train_seconds / r.steps),
     ]
+    if all(run.peak_gib is not None for side_runs in sides.values() for run in side_runs):
+        timing.append(("peak GPU GiB in training", lambda r: r.peak_gib))
     scores = [
         ("held-out F1, word level (first sub-token)", "word_f1"),
         ("held-out F1, sub-token level (recipe's compute_metrics)", "subtoken_f1"),
@@ -511,12 +571,13 @@ def setup_facts(args, raw, tokenized, same_data: bool) -> dict[str, str]:
         "data": f"{CORPUS}, {n_train} train / {n_test} test sentences (seeded {TEST_SIZE:.0%} split), "
         f"{subtokens:,} train sub-tokens; {overlap(raw)} test sentences also occur in train",
         "same training data on both sides": "yes (input ids and labels)" if same_data else "NO",
-        "training": f"{MODEL}, {args.epochs:g} epochs × batch {BATCH_SIZE}, lr {LEARNING_RATE:g}, "
+        "training": f"{MODEL if args.model == 'minilm' else 'random-init bert-base-shaped'}, {args.epochs:g} epochs × batch {BATCH_SIZE}, lr {LEARNING_RATE:g}, "
         f"weight decay {WEIGHT_DECAY}, seed {TRAIN_SEED}, no evaluation or checkpoints during training",
         "TrainNerConfig vs its defaults": config_facts(args.epochs),
         "repeats": f"{args.repeats} per side, alternating; median (range) over the repeats",
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"Python {platform.python_version()}",
+        "GPU": device_fact(),
         "load average at start": f"{os.getloadavg()[0]:.2f}",
     }
 
@@ -552,6 +613,10 @@ def where_time_goes(sides: dict[str, list[Run]], padding: dict, update: float) -
         facts[f"{SIDES[side]}: outside trainer.train()"] = (
             f"{run.wall_seconds - run.train_seconds:.2f} s ({100 * (run.wall_seconds / run.train_seconds - 1):.1f}%)"
         )
+    facts["3 epochs of CoNLL-2003 at kfnlp's median speed (estimate)"] = (
+        f"{3 * CONLL_TRAIN_SENTENCES / speed['kfnlp']:.0f} s for {CONLL_TRAIN_SENTENCES:,} sentences × 3 "
+        "(its sentences are about as long as these tweets)"
+    )
     kfnlp = median_run(sides["kfnlp"])
     check = kfnlp.scores["check"]["word_f1"]
     agree = " (equal)" if math.isclose(check, kfnlp.scores["word_f1"], abs_tol=1e-9) else ""
@@ -580,9 +645,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from kfnlp.modeling import load_tokenizer
 
-    global TRAIN_SEED
+    global TRAIN_SEED, PRECISION, COMPILE, MODEL
     args = parse_args(argv)
-    TRAIN_SEED = args.train_seed
+    TRAIN_SEED, PRECISION, COMPILE = args.train_seed, args.precision, args.compile
     if os.getloadavg()[0] > 0.5:
         log(f"load average {os.getloadavg()[0]:.2f}: other jobs share the machine, timings will be noisy")
     transformers.logging.set_verbosity_error()
@@ -590,8 +655,10 @@ def main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     raw = load_data(args.max_sentences)
     label_names = raw["train"].features["ner_tags"].feature.names
-    tokenizer = load_tokenizer(MODEL)
     with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(sys.stderr):
+        if args.model == "bert-base-shaped":
+            MODEL = bert_base_shaped(os.path.join(workdir, "bert-base-shaped"))
+        tokenizer = load_tokenizer(MODEL)
         tokenized, t_recipe = timed(recipe_preprocess, tokenizer, raw)
         dataset, t_kfnlp = timed(kfnlp_preprocess, raw, workdir)
         prep_seconds = {"recipe": t_recipe, "kfnlp": t_kfnlp}

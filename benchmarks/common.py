@@ -17,3 +17,13 @@ def timed(fn, *args, **kwargs):
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - started
+
+
+def device_fact() -> str:
+    """The GPU the run trained on, or that there was none."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "none (CPU)"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"

@@ -1,4 +1,4 @@
-"""Loading models safely, and a faster masked-LM loss.
+"""Loading models safely, the device they run on, and the training losses.
 
 Models load from a Hub id, a local directory, ``builtin:NAME`` or a kfnlp model
 artifact, always as safetensors and never with remote code.
@@ -8,7 +8,8 @@ although only the ~15% masked positions carry a label; for a small encoder that
 projection is most of the compute. :func:`enable_sparse_mlm_loss` swaps the
 instance's forward for one that runs the encoder, gathers the labelled positions
 and applies the head (and the loss) to those only: the same loss, a fraction of the
-work. Unknown architectures keep the stock forward.
+work. Unknown architectures keep the stock forward. Other models train with
+:func:`labelled_token_loss`, which keeps gradient accumulation equal to one large batch.
 """
 
 from __future__ import annotations
@@ -108,6 +109,14 @@ def _load(loader, ref: str, what: str, **kwargs):
         raise ConfigError(f"cannot load {what} {ref!r}: {bounded(str(exc).splitlines()[0])}") from None
 
 
+def inference_device():
+    """The GPU when torch sees one (the first; CUDA_VISIBLE_DEVICES says which), else the CPU: where the
+    evaluation stages and predict run the model."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_tokenizer(ref: str):
     from transformers import AutoTokenizer
 
@@ -184,11 +193,33 @@ def enable_sparse_mlm_loss(model) -> bool:
         log.info("no sparse MLM head for %s; using the stock forward", name)
         return False
     model.forward = types.MethodType(_sparse_forward, model)
+    model.accepts_loss_kwargs = True  # the Trainer's word for "divides its loss by num_items_in_batch"
     return True
 
 
 def disable_sparse_mlm_loss(model) -> None:
     model.__dict__.pop("forward", None)
+    model.__dict__.pop("accepts_loss_kwargs", None)
+
+
+def labelled_token_loss(outputs, labels, num_items_in_batch=None):
+    """Cross-entropy summed over the labelled positions and divided by the labelled positions of the
+    whole optimizer step (``num_items_in_batch``: all its accumulated batches), so that accumulating
+    gradients over several batches gives the step one large batch gives.
+
+    The Trainer's ``compute_loss_func`` for models whose own loss is a per-batch mean: their forward
+    takes ``**kwargs``, so the Trainer counts on them to divide by ``num_items_in_batch`` and no longer
+    divides by the accumulation steps; their losses would add up instead (BERT's heads in transformers 5).
+    """
+    import torch
+
+    logits = outputs["logits"]
+    labels = labels.to(logits.device)
+    total = torch.nn.functional.cross_entropy(
+        logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
+    return total / torch.as_tensor(count, device=total.device).clamp(min=1)  # no labels: 0, not NaN
 
 
 def load_token_classifier(ref: str, labels: list[str] | None = None):

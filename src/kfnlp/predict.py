@@ -1,4 +1,4 @@
-"""Inference with trained models, through plain transformers pipelines."""
+"""Inference with trained models, through plain transformers pipelines (on the GPU when there is one)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ def fill_mask(model: str, texts: list[str], top_k: int = 5) -> list[dict]:
     """Top-k fills for ``[MASK]`` in each text (written as [MASK] for any model)."""
     from transformers import pipeline
 
-    from kfnlp.modeling import load_masked_lm, load_tokenizer
+    from kfnlp.modeling import inference_device, load_masked_lm, load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    unmasker = pipeline("fill-mask", model=load_masked_lm(model), tokenizer=tokenizer, device=-1)
+    unmasker = pipeline("fill-mask", model=load_masked_lm(model), tokenizer=tokenizer, device=inference_device())
     results = []
     for text in texts:
         prepared = text.replace("[MASK]", tokenizer.mask_token)
@@ -34,13 +34,17 @@ def entities(model: str, texts: list[str]) -> list[dict]:
     token-classification pipeline (``aggregation_strategy="simple"``)."""
     from transformers import pipeline
 
-    from kfnlp.modeling import load_token_classifier, load_tokenizer
+    from kfnlp.modeling import inference_device, load_token_classifier, load_tokenizer
 
     net = load_token_classifier(model)
     if not any(str(label).startswith(("B-", "I-")) for label in net.config.id2label.values()):
         raise InputError(f"{model}: not an NER model (its labels are {list(net.config.id2label.values())[:5]}...)")
     tagger = pipeline(
-        "token-classification", model=net, tokenizer=load_tokenizer(model), aggregation_strategy="simple", device=-1
+        "token-classification",
+        model=net,
+        tokenizer=load_tokenizer(model),
+        aggregation_strategy="simple",
+        device=inference_device(),
     )
     results = []
     for text in texts:

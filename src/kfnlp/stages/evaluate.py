@@ -32,11 +32,12 @@ class EvaluateConfig:
 
 
 def masked_lm_loss_sum(model, eval_data, batch_size: int) -> tuple[float, int]:
-    """Sum of the cross-entropy over all labelled tokens, and their count."""
+    """Sum of the cross-entropy over all labelled tokens, and their count, on the device the model is on."""
     import torch
     from tqdm.auto import tqdm
 
     model.eval()
+    device = model.device
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in tqdm(range(0, len(eval_data), batch_size), desc="evaluate", unit="batch", mininterval=2):
@@ -46,7 +47,9 @@ def masked_lm_loss_sum(model, eval_data, batch_size: int) -> tuple[float, int]:
             if n == 0:
                 continue
             out = model(
-                input_ids=batch["input_ids"].long(), attention_mask=batch["attention_mask"].long(), labels=labels
+                input_ids=batch["input_ids"].long().to(device),
+                attention_mask=batch["attention_mask"].long().to(device),
+                labels=labels.to(device),
             )
             total += float(out.loss) * n
             count += n
@@ -56,7 +59,7 @@ def masked_lm_loss_sum(model, eval_data, batch_size: int) -> tuple[float, int]:
 def fill_mask(model, tokenizer, prompts: list[str], top_k: int) -> list[dict]:
     from transformers import pipeline
 
-    unmasker = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=-1)
+    unmasker = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=model.device)
     results = []
     for prompt in prompts:
         text = prompt.replace("[MASK]", tokenizer.mask_token)
@@ -71,14 +74,20 @@ def fill_mask(model, tokenizer, prompts: list[str], top_k: int) -> list[dict]:
 
 
 def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig, label: str = "model") -> dict:
-    from kfnlp.modeling import disable_sparse_mlm_loss, enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
+    from kfnlp.modeling import (
+        disable_sparse_mlm_loss,
+        enable_sparse_mlm_loss,
+        inference_device,
+        load_masked_lm,
+        load_tokenizer,
+    )
     from kfnlp.reports import evaluation_markdown
 
     started = time.monotonic()
     masked = open_eval_set(eval_set)
     tokenizer = load_tokenizer(model)
     masked.check_vocabulary(tokenizer)
-    net = load_masked_lm(model)
+    net = load_masked_lm(model).to(inference_device())
     sparse = config.sparse_head and enable_sparse_mlm_loss(net)
     data = masked.data().with_format("torch")
     total, count = masked_lm_loss_sum(net, data, config.batch_size)

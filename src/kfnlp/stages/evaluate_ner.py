@@ -38,7 +38,8 @@ class EvaluateNerConfig:
 
 def predict_word_labels(model, data, batch_size: int) -> tuple[list[list[int | None]], float]:
     """First-sub-token label id of every word of every sentence (None where truncated),
-    batched by length so that little compute goes to padding. Also returns seconds."""
+    batched by length so that little compute goes to padding, on the device the model is on.
+    Also returns seconds."""
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -58,7 +59,8 @@ def predict_word_labels(model, data, batch_size: int) -> tuple[list[list[int | N
             for row, i in enumerate(idx):
                 ids[row, : len(input_ids[i])] = torch.tensor(input_ids[i])
                 mask[row, : len(input_ids[i])] = 1
-            predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            predicted = logits.argmax(-1).tolist()
             for row, i in enumerate(idx):
                 out[i] = word_predictions(predicted[row][: len(input_ids[i])], word_ids[i], len(tokens[i]))
     return out, time.monotonic() - started
@@ -73,7 +75,7 @@ def confusions(gold: list[list[str]], predicted: list[list[str]], top: int) -> l
 
 
 def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfig, label: str = "model") -> dict:
-    from kfnlp.modeling import load_token_classifier, load_tokenizer
+    from kfnlp.modeling import inference_device, load_token_classifier, load_tokenizer
     from kfnlp.reports import ner_evaluation_html, ner_evaluation_markdown
 
     source = open_ner_dataset(dataset)
@@ -81,7 +83,7 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
         raise InputError(f"{dataset}: no {config.split} split (has {', '.join(source.manifest['splits'])})")
     labels = source.labels()
     source.check_vocabulary(load_tokenizer(model))
-    net = load_token_classifier(model)
+    net = load_token_classifier(model).to(inference_device())
     model_labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
     if model_labels != labels:
         raise InputError(f"{model}: its labels {model_labels} differ from the dataset's {labels}")

@@ -30,6 +30,11 @@ class TrainMlmConfig(TrainingConfig):
         super().__post_init__()
         if self.mask_probability is not None and not 0.0 < self.mask_probability < 1.0:
             raise ValueError(f"mask_probability must be between 0 and 1, got {self.mask_probability}")
+        if self.dataloader_num_workers:  # each worker would count batches from its own copy of the collator
+            raise ValueError(
+                "dataloader_num_workers must be 0 for train-mlm: it masks each batch with a generator seeded "
+                f"by the step, in the training process; got {self.dataloader_num_workers}"
+            )
 
 
 def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, base_model: str) -> dict:

@@ -1,4 +1,5 @@
-"""The config fields every training stage shares: schedule, precision, evaluation, checkpoints, processes."""
+"""The config fields every training stage shares: schedule, precision, evaluation, checkpoints, processes,
+and the speed settings for GPUs (compile, fused AdamW, data loader workers, gradient accumulation)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,26 @@ class TrainingConfig:
     resume: bool = option(True, "start from the newest complete checkpoint of the same run (output, config, inputs)")
     keep_checkpoints: bool = option(False, "keep the run's checkpoints after the final model is stored")
     num_processes: int = option(
-        1, "data-parallel processes on this node (0: one per GPU); global batch = batch_size x this"
+        1,
+        "data-parallel processes on this node (0: one per GPU); global batch = batch_size x this x "
+        "gradient_accumulation_steps",
+    )
+    gradient_accumulation_steps: int = option(
+        1,
+        "batches whose gradients add up to one optimizer step: keeps a recipe's global batch on fewer devices "
+        "(the loss is the mean over the labelled tokens of all of them, as one large batch gives)",
+    )
+    compile: bool = option(
+        False, "torch.compile the model (inductor): a slower first step for faster steps after, mostly on GPUs"
+    )
+    optim: Literal["adamw_torch_fused", "adamw_torch"] = option(
+        "adamw_torch_fused",
+        "AdamW as one fused kernel over all parameters (CUDA and CPU) or torch's per-tensor loop",
+    )
+    dataloader_num_workers: int = option(
+        0,
+        "processes preparing batches beside the training process (0: it prepares them itself); train-mlm "
+        "takes 0 only: it draws each batch's masks from the step, so that a resumed run draws the same ones",
     )
 
     def __post_init__(self):
@@ -65,6 +85,7 @@ class TrainingConfig:
             raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
         if self.num_processes < 0:
             raise ValueError(f"num_processes must be >= 0 (0: one per GPU), got {self.num_processes}")
-        for name in ("logging_steps", "save_steps", "eval_steps"):
+        for name in ("logging_steps", "save_steps", "eval_steps", "gradient_accumulation_steps"):
             check_at_least(getattr(self, name), 1, name)
+        check_at_least(self.dataloader_num_workers, 0, "dataloader_num_workers")
         check_seed(self.seed)

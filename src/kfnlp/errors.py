@@ -77,6 +77,10 @@ class PipelineError(KfnlpError):
     exit_code = 6
 
 
+class ScaleOutError(PipelineError):
+    """A train stage's multi-node job could not be created, never started, failed or was lost."""
+
+
 class SubmitError(KfnlpError):
     """The Kubeflow Pipelines API cannot be reached, refused a request, or a run did
     not finish within the time allowed."""

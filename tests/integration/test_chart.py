@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -93,6 +94,11 @@ VALUE_SETS = {
         },
         "networkPolicy": {"extraFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}]},
         "upload": {"enabled": True, "host": "http://ml-pipeline.kubeflow:8888", "namespace": "team-nlp"},
+        "scaleOut": {"enabled": True, "clusterRuntimes": True},
+    },
+    "scale-out-pytorchjob": {
+        "scaleOut": {"enabled": True, "serviceAccount": "default-editor", "clusterRuntimes": True},
+        "cluster": {"train": {"engine": "pytorchjob"}},
     },
 }
 
@@ -126,8 +132,12 @@ def test_every_manifest_is_valid_kubernetes(rendered, name):
     assert len(docs) >= 6
     assert validate(docs) == []
     for doc in docs:
-        assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
+        if doc["kind"] not in CLUSTER_SCOPED:
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding")
 
 
 def test_validation_catches_a_bad_manifest(rendered):
@@ -352,6 +362,155 @@ def test_role_is_least_privilege(rendered):
     assert not find(rendered["default"], "ClusterRole") and not find(rendered["default"], "ClusterRoleBinding")
 
 
+SCALE_OUT = f"{RELEASE}-scale-out"
+CLUSTER_SCALE_OUT = f"{RELEASE}-{NAMESPACE}-scale-out"
+# What a multi-node train stage's launcher does through the API (kfnlp.launch.scale_out.launcher),
+# as (apiGroup, resource, verbs, resourceNames): the job kind of each engine, its pods, rank 0's log
+JOB_RULES = {
+    "trainjob": {("trainer.kubeflow.org", "trainjobs", ("create", "get", "watch", "patch", "delete"), ())},
+    "pytorchjob": {("kubeflow.org", "pytorchjobs", ("create", "get", "watch", "patch", "delete"), ())},
+}
+POD_RULES = {("", "pods", ("get", "list"), ()), ("", "pods/log", ("get",), ())}
+
+
+def _rules(role: dict) -> set[tuple]:
+    out = set()
+    for rule in role["rules"]:
+        ((group,), (resource,)) = rule["apiGroups"], rule["resources"]  # one group and resource per rule
+        out.add((group, resource, tuple(rule["verbs"]), tuple(rule.get("resourceNames", ()))))
+    return out
+
+
+def test_scale_out_rbac_is_rendered_only_when_enabled(rendered):
+    for name, docs in rendered.items():
+        enabled = VALUE_SETS[name].get("scaleOut", {}).get("enabled", False)
+        assert bool(find(docs, "Role", SCALE_OUT)) == bool(find(docs, "RoleBinding", SCALE_OUT)) == enabled, name
+    assert not find(template_with({"scaleOut": {"clusterRuntimes": True}}), "ClusterRole")
+
+
+@pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
+def test_scale_out_role_grants_exactly_what_the_launcher_does(engine):
+    docs = template_with({"scaleOut": {"enabled": True}, "cluster": {"train": {"engine": engine}}})
+    (role,) = find(docs, "Role", SCALE_OUT)
+    runtime = {("trainer.kubeflow.org", "trainingruntimes", ("get",), ("torch-distributed",))}
+    assert _rules(role) == JOB_RULES[engine] | POD_RULES | (runtime if engine == "trainjob" else set())
+    (binding,) = find(docs, "RoleBinding", SCALE_OUT)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SCALE_OUT}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": NAMESPACE}]
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")  # cluster-wide only when asked
+    # the chart's own Role is unchanged: the launcher's rights go to the pipeline runner's account only
+    assert _rules(find(docs, "Role", RELEASE)[0]) == _rules(find(template_with({}), "Role", RELEASE)[0])
+
+
+def _authorized_as(request) -> tuple[str, str, str, str | None, bool]:
+    """(apiGroup, resource, verb, name, namespaced) of an API request, as the API server's RBAC sees it."""
+    parts = request.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespaced = rest[0] == "namespaces"
+    rest = rest[2:] if namespaced else rest
+    resource = "/".join([rest[0], *rest[2:3]])  # pods/NAME/log is the subresource pods/log
+    if len(rest) == 1:  # the collection; a watch of one object names it in its field selector
+        watch = request.query.get("watch", "").lower() in ("1", "t", "true")  # Go's ParseBool; the client sends True
+        verb = {"GET": "watch" if watch else "list", "POST": "create"}[request.method]
+        name = request.query.get("fieldSelector", "").partition("metadata.name=")[2] or None
+    else:
+        verb, name = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}[request.method], rest[1]
+    return group, resource, verb, name, namespaced
+
+
+def _allows(rules: list[dict], group: str, resource: str, verb: str, name: str | None) -> bool:
+    return any(
+        group in r["apiGroups"]
+        and resource in r["resources"]
+        and verb in r["verbs"]
+        and (not r.get("resourceNames") or name in r["resourceNames"])
+        for r in rules
+    )
+
+
+@pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
+def test_scale_out_role_allows_every_call_the_launcher_makes_and_nothing_else(engine, monkeypatch):
+    # the real launcher, through the real kubernetes client, against the loopback stand-in of the
+    # API (no API server runs here): a job that fails (its runtime found cluster-wide), and a retried
+    # launcher attaching to its running job that completes (the runtime found only in the namespace)
+    from kfnlp.errors import ScaleOutError
+    from kfnlp.launch.scale_out import manifests
+    from tests.integration.test_scale_out_launcher import (
+        CONFIG,
+        INPUTS,
+        LAUNCHER_POD,
+        OUTPUT,
+        SPEC,
+        STAGE,
+        fail,
+        launch,
+        succeed,
+    )
+    from tests.support.kube_api import KubeApi
+
+    docs = template_with(
+        {"scaleOut": {"enabled": True, "clusterRuntimes": True}, "cluster": {"train": {"engine": engine}}}
+    )
+    namespaced = find(docs, "Role", SCALE_OUT)[0]["rules"]
+    cluster_wide = [rule for role in find(docs, "ClusterRole", CLUSTER_SCALE_OUT) for rule in role["rules"]]
+    spec = dataclasses.replace(SPEC, engine=engine)
+    plural = manifests.engine(spec).plural
+    monkeypatch.setenv("HOSTNAME", LAUNCHER_POD)
+    calls = set()
+    for runtime_kind, plural_of_runtime, outcome in (
+        ("ClusterTrainingRuntime", "clustertrainingruntimes", fail),
+        ("TrainingRuntime", "trainingruntimes", succeed),
+    ):
+        with KubeApi(namespace=NAMESPACE) as kube:
+            kube.add_pod(LAUNCHER_POD, {"pipeline/runid": "run-1"})
+            runtime = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": runtime_kind}
+            kube.add_object(
+                plural_of_runtime, runtime | {"metadata": {"name": "torch-distributed"}}, runtime_kind[0] == "T"
+            )
+            if outcome is succeed:  # a job an earlier launcher pod of the task started
+                earlier = [{"apiVersion": "v1", "kind": "Pod", "name": "earlier-launcher", "uid": "0f1e2d3c"}]
+                command = manifests.node_command(STAGE, INPUTS, OUTPUT, CONFIG)
+                kube.add_object(plural, manifests.build(spec, manifests.job_name(STAGE, OUTPUT), command, {}, earlier))
+            try:  # the cluster acts once the launcher follows the job: it watches
+                launch(kube, spec, lambda api, spec, name, play=outcome: (time.sleep(0.5), play(api, spec, name)))
+            except ScaleOutError:
+                assert outcome is fail
+            calls |= {_authorized_as(r) for r in kube.requests}
+    for group, resource, verb, name, is_namespaced in sorted(calls, key=str):
+        rules = namespaced if is_namespaced else cluster_wide
+        assert _allows(rules, group, resource, verb, name), f"refused: {verb} {group}/{resource} {name}"
+    granted = {
+        (g, res, v)
+        for rule in namespaced + cluster_wide
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert granted == {(g, res, v) for g, res, v, _, _ in calls}, "a right the launcher never uses"
+
+
+def test_scale_out_cluster_runtimes_is_one_named_get(rendered):
+    docs = template_with(
+        {
+            "scaleOut": {"enabled": True, "clusterRuntimes": True, "serviceAccount": "default-editor"},
+            "cluster": {"train": {"runtime": "torch-distributed-gpu"}},
+        }
+    )
+    (cluster_role,) = find(docs, "ClusterRole", CLUSTER_SCALE_OUT)
+    assert _rules(cluster_role) == {
+        ("trainer.kubeflow.org", "clustertrainingruntimes", ("get",), ("torch-distributed-gpu",))
+    }
+    assert ("trainer.kubeflow.org", "trainingruntimes", ("get",), ("torch-distributed-gpu",)) in _rules(
+        find(docs, "Role", SCALE_OUT)[0]
+    )
+    (binding,) = find(docs, "ClusterRoleBinding", CLUSTER_SCALE_OUT)
+    assert binding["roleRef"]["kind"] == "ClusterRole" and binding["roleRef"]["name"] == CLUSTER_SCALE_OUT
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": NAMESPACE}]
+    # a PyTorchJob names no runtime: nothing cluster-wide even when asked
+    assert find(rendered["full"], "ClusterRole", CLUSTER_SCALE_OUT)
+    assert not find(rendered["scale-out-pytorchjob"], "ClusterRole")
+
+
 def test_network_policies_cover_every_pod(rendered):
     docs = rendered["full"]
     policies = find(docs, "NetworkPolicy")
@@ -488,6 +647,13 @@ BAD_VALUES = [
     ({"cluster": {"train": {"cpu_limit": 2}}}, "cluster.train.cpu_limit"),
     ({"cluster": {"data": {"tolerations": ["gpu:Sometimes"]}}}, "cluster.data.tolerations"),
     ({"cluster": {"pipeline_root": "http://bucket/x"}}, "cluster.pipeline_root"),
+    ({"cluster": {"train": {"nodes": 0}}}, "cluster.train.nodes"),
+    ({"cluster": {"train": {"engine": "mpijob"}}}, "cluster.train.engine"),
+    ({"cluster": {"train": {"runtime": "Torch_Distributed"}}}, "cluster.train.runtime"),
+    ({"cluster": {"train": {"start_timeout": "20 minutes"}}}, "cluster.train.start_timeout"),
+    ({"cluster": {"train": {"cleanup": "sometimes"}}}, "cluster.train.cleanup"),
+    ({"scaleOut": {"enabled": True, "serviceAccount": ""}}, "scaleOut.serviceAccount"),
+    ({"scaleOut": {"engine": "trainjob"}}, "scaleOut"),
     ({"unknownKey": 1}, "unknownKey"),
 ]
 

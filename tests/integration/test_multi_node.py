@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -315,3 +316,77 @@ def test_a_killed_node_fails_the_job_and_a_rerun_resumes_from_the_last_checkpoin
     assert f"resuming from {model}-checkpoints/" in again.logs[0].read_text()
     a, b = weights(f"{uninterrupted}-job"), weights(f"{model}-job")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_the_launcher_pod_runs_the_job_and_hands_rank_zeros_model_to_kfp(s3, inputs, tmp_path, monkeypatch):
+    """The compiled train task end to end, Kubernetes aside: the train component's body with
+    $KFNLP_SCALE_OUT (2 nodes x 1) creates the TrainJob through the real ``kubernetes`` client, against
+    the loopback stand-in of the API (no API server can run here). The test plays the cluster: it runs
+    the nodes from the created manifest (command and env, as above), then marks the job Complete. The
+    launcher copies the model rank 0 wrote into the KFP output path, verified, and removes the nodes'
+    copy and the checkpoints from S3."""
+    from kfp import dsl
+
+    from kfnlp import stages
+    from kfnlp.components.train_mlm.component import train_mlm
+    from kfnlp.launch.cluster.compile import scale_out_spec
+    from kfnlp.launch.cluster.settings import load_cluster
+    from kfnlp.launch.scale_out.spec import ENV
+    from kfnlp.storage import read_manifest
+    from tests.integration.test_scale_out_launcher import LAUNCHER_POD, node_pods
+    from tests.support.kube_api import KubeApi
+
+    bucket, secrets = s3
+    cluster = load_cluster(
+        {"pipeline_root": "s3://pipelines/root", "s3_secret": S3_SECRET, "train": {"nodes": NODES, "gpus": 1}},
+        image="registry.example/kfnlp@sha256:" + "0" * 64,
+    )
+    spec = scale_out_spec(cluster, stages.get("train-mlm"))
+    model = dsl.Model(uri=bucket.uri("runs/run-1/train-mlm/model"))
+    model._set_custom_path(str(tmp_path / "outputs" / "model"))  # where KFP's launcher collects the output
+    step_config = {"batch_size": BATCH, "max_steps": 3, "eval_strategy": "no", "save_steps": 2, "learning_rate": 5e-4}
+    with KubeApi() as kube:
+        kube.add_pod(LAUNCHER_POD, {"pipeline/runid": "run-1"})
+        runtime = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime"}
+        kube.add_object("clustertrainingruntimes", runtime | {"metadata": {"name": "torch-distributed"}}, False)
+        monkeypatch.setenv(ENV, spec.to_json())
+        monkeypatch.setenv("HOSTNAME", LAUNCHER_POD)
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        monkeypatch.delenv("KFNLP_STORAGE", raising=False)
+        problems: list[BaseException] = []
+
+        def cluster_plays() -> None:
+            name = ""
+            try:
+                created = kube.wait_for_job("trainjobs", timeout=120)
+                name = created["metadata"]["name"]
+                pods = node_pods(kube, spec, name)
+                for pod in pods:
+                    kube.run_pod(pod)
+                job = Job(tmp_path / "nodes", created["spec"]["trainer"], secrets, NODES, 1)
+                job.wait()
+                kube.log(pods[0], *job.logs[0].read_text(errors="replace").splitlines()[-3:])
+                for pod in pods:
+                    kube.finish_pod(pod, 0)
+                kube.set_condition("trainjobs", name, "Complete", reason="JobSetCompleted", message="done")
+            except BaseException as exc:  # reported by the test
+                problems.append(exc)
+                if name:  # the launcher stops waiting
+                    kube.set_condition("trainjobs", name, "Failed", reason="TestFailed", message=repr(exc))
+
+        player = threading.Thread(target=cluster_plays, daemon=True)
+        player.start()
+        train_mlm.python_func(
+            config=to_json(TrainMlmConfig(**step_config)),
+            base_model=MODEL,
+            dataset=dsl.Dataset(uri=inputs["dataset"]),
+            eval_set=dsl.Dataset(uri=inputs["eval_set"]),
+            model=model,
+        )
+        player.join(30)
+    assert not problems, problems
+    handed = read_manifest(Path(model.path))  # verified against its files when it was fetched
+    assert handed["kind"] == "model" and handed["training"]["world_size"] == NODES
+    assert handed["training"]["global_step"] == 3
+    assert bucket.keys("runs/run-1/train-mlm/") == []  # the nodes' copy and the checkpoints are gone

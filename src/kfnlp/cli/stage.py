@@ -78,6 +78,12 @@ def _add_stages(stage_sub: argparse._SubParsersAction, add_config_flags: Callabl
                 help=item.help + (f" (default: {item.default})" if item.default else ""),
             )
         add_config_flags(sp, stage.example)
+        sp.add_argument(
+            "--config-json",
+            metavar="JSON",
+            help="the stage's config as one JSON object of its keys, as its component receives it "
+            "(instead of --config; --set applies on top)",
+        )
 
 
 def _epilog(stage: Stage) -> str:
@@ -97,12 +103,24 @@ def _epilog(stage: Stage) -> str:
     )
 
 
-def _config(stage: Stage, config_file: str | None, overrides: list[str]):
-    from kfnlp.catalog import load_section
+def _config(stage: Stage, config_file: str | None, config_json: str | None, overrides: list[str]):
+    from kfnlp.catalog import layered, load_section
+    from kfnlp.config import build
+    from kfnlp.errors import ConfigError
 
     # a stage's keys have no section prefix, but accept the pipeline spelling too
     overrides = [_strip_section(item, stage.section) for item in overrides]
-    return load_section(stage.config, stage.section, config_file, overrides)
+    if config_json is None:
+        return load_section(stage.config, stage.section, config_file, overrides)
+    if config_file:
+        raise ConfigError("--config and --config-json: give one of them")
+    try:
+        data = json.loads(config_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config-json: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config-json: expected a JSON object of {stage.name}'s keys, got {type(data).__name__}")
+    return layered(lambda values: build(stage.config, values, stage.section), data, None, overrides)
 
 
 def _strip_section(item: str, section: str) -> str:
@@ -117,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from kfnlp.refs import check_model_ref
 
     stage = stages.get(args.stage)
-    config = _config(stage, args.config, args.overrides)
+    config = _config(stage, args.config, args.config_json, args.overrides)
     kwargs = {item.name: getattr(args, item.name) for item in stage.inputs if getattr(args, item.name) is not None}
     for item in stage.inputs:
         if item.kind == "model" and item.name in kwargs:

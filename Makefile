@@ -42,7 +42,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test test-fast lint bench bench-ner bench-s3 bench-checkpoint bench-registry clean
+.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test test-fast lint bench bench-ner bench-run bench-s3 bench-checkpoint bench-registry clean
 
 setup: $(STAMP)
 
@@ -136,6 +136,10 @@ bench: setup
 
 bench-ner: setup
 	$(BIN)/python benchmarks/bench_ner.py
+
+# `kfnlp run mlm-adapt --local` (100 steps) end to end against the course recipe, alternating in one run
+bench-run: setup
+	$(BIN)/python benchmarks/bench_run.py
 
 # kfnlp.storage.s3 transfers, and checkpoint commit/restore and overhead, against plain boto3 on a loopback S3 server
 bench-s3: setup $(S3_SERVER_STAMP)

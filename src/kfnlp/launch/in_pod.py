@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kfnlp.errors import KfnlpError
+from kfnlp.errors import KfnlpError, StorageError
+from kfnlp.launch import quick_exit
 from kfnlp.storage import open_artifact, shared_uri
 
 ERROR_FILE = "kfnlp-error.json"
@@ -49,6 +50,7 @@ def configure_logging() -> None:
 def stage_guard(stage: str, output) -> Iterator[None]:
     """Run a stage body for ``output`` (a KFP output artifact)."""
     configure_logging()
+    quick_exit.prepare()
     started = time.time()
     task_dir = Path(output.path).parent
     try:
@@ -61,6 +63,7 @@ def stage_guard(stage: str, output) -> Iterator[None]:
         logging.getLogger("kfnlp").error("kfnlp %s: error: %s", stage, exc)
         raise SystemExit(exc.exit_code) from None
     output.metadata[STATUS_KEY] = {"stage": stage, "started": started, "wall_time_s": round(time.time() - started, 3)}
+    quick_exit.succeeded()
 
 
 def log_metrics(metrics_artifact, values: dict) -> None:
@@ -106,6 +109,45 @@ def with_checkpoint_dir(config, artifact):
     if config.checkpoint_dir is None and uri is not None and _storage_root() is None:
         return dataclasses.replace(config, checkpoint_dir=f"{uri}-checkpoints")
     return config
+
+
+def train_stage(stage, function, config, model, **inputs) -> None:
+    """Run a train stage (its ``STAGE`` entry and function) writing the KFP output artifact ``model``; inputs
+    are KFP artifacts or plain strings. Here, as on one node; or, with ``$KFNLP_SCALE_OUT`` (compiled from
+    ``cluster.train.nodes > 1``), as a multi-node job whose nodes read and write the pipeline root on S3:
+    the model they write is copied into ``model.path`` (KFP uploads it to the model's URI, so the stages
+    downstream read it as from one node), and their copy removed."""
+    from kfnlp.launch.scale_out.spec import from_env
+
+    config = with_checkpoint_dir(config, model)  # every node resumes from the same S3 checkpoints
+    spec = from_env()
+    if spec is None:
+        artifacts = {key: source(value) if hasattr(value, "uri") else value for key, value in inputs.items()}
+        function(config=config, output=destination(model), **artifacts)
+        return
+    from kfnlp.artifacts.model import KIND
+    from kfnlp.config import to_json
+    from kfnlp.launch.scale_out.launcher import run_job
+    from kfnlp.storage import store_for
+
+    shared = {key: _shared(value, key) if hasattr(value, "uri") else value for key, value in inputs.items()}
+    output = _shared(model, "model") + "-job"
+    run_job(stage.name, spec, shared, output, to_json(config))
+    store = store_for(output)
+    store.fetch(output, Path(model.path), kind=KIND)
+    store.delete(output)
+    store.remove_dir(output)
+
+
+def _shared(artifact, name: str) -> str:
+    """The ``s3://`` URI of an artifact every node can read (``kfnlp compile`` refuses a pipeline root that has none)."""
+    uri = shared_uri(artifact.uri.rstrip("/"))
+    if uri is None:
+        raise StorageError(
+            f"{name}: {artifact.uri} is not on S3: the nodes of a multi-node job share no disk "
+            "(use an s3:// or minio:// pipeline root)"
+        )
+    return uri
 
 
 def copy_file(ref: str, name: str, dest: str) -> None:

@@ -8,9 +8,9 @@ from kfnlp.components import IMAGE
 def train_mlm(config: str, base_model: str, dataset: Input[Dataset], eval_set: Input[Dataset], model: Output[Model]):
     """Adapt a masked-LM to the domain corpus with the transformers Trainer."""
     from kfnlp.config import from_json
-    from kfnlp.launch.in_pod import destination, source, stage_guard, with_checkpoint_dir
+    from kfnlp.launch.in_pod import stage_guard, train_stage
     from kfnlp.stages.train_mlm import STAGE, train_mlm
 
     with stage_guard(STAGE.name, model):
-        cfg = with_checkpoint_dir(from_json(STAGE.config, config, STAGE.section), model)
-        train_mlm(source(dataset), source(eval_set), destination(model), cfg, base_model)
+        cfg = from_json(STAGE.config, config, STAGE.section)
+        train_stage(STAGE, train_mlm, cfg, model, dataset=dataset, eval_set=eval_set, base_model=base_model)

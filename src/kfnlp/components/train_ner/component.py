@@ -16,10 +16,10 @@ def train_ner(
 ):
     """Fine-tune an encoder (a Hub id, path or builtin, or a train-mlm artifact) for token classification."""
     from kfnlp.config import from_json
-    from kfnlp.launch.in_pod import destination, source, stage_guard, with_checkpoint_dir
+    from kfnlp.launch.in_pod import stage_guard, train_stage
     from kfnlp.stages.train_ner import STAGE, train_ner
 
     with stage_guard(STAGE.name, model):
-        encoder = source(base_model) if base_model is not None else base_model_ref
-        cfg = with_checkpoint_dir(from_json(STAGE.config, config, STAGE.section), model)
-        train_ner(source(dataset), destination(model), cfg, encoder)
+        encoder = base_model if base_model is not None else base_model_ref
+        cfg = from_json(STAGE.config, config, STAGE.section)
+        train_stage(STAGE, train_ner, cfg, model, dataset=dataset, base_model=encoder)

@@ -49,7 +49,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
-from common import device_fact, log, timed  # noqa: E402
+from common import add_speed_flags, device_fact, log, timed  # noqa: E402
 
 MODEL = "builtin:splade-tiny"
 CORPUS = "builtin:imdb"
@@ -97,13 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bert-batch", type=int, default=8, help="bert-base-shaped training batch size")
     parser.add_argument("--bert-eval-chunks", type=int, default=64, help="chunks in the bert-base-shaped eval set")
     parser.add_argument("--quick", action="store_true", help="small sizes, one round: a smoke test (no ratios)")
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "no", "fp16", "bf16"),
-        default="auto",
-        help="kfnlp's training precision (auto: bf16/fp16 on a GPU, fp32 on CPU)",
-    )
-    parser.add_argument("--compile", action="store_true", help="kfnlp trains through torch.compile")
+    add_speed_flags(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.docs, args.steps, args.eval_chunks, args.rounds = args.docs or 1000, min(args.steps, 4), 64, 1

@@ -53,7 +53,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 import numpy as np  # noqa: E402
-from common import device_fact, log, timed  # noqa: E402
+from common import add_speed_flags, device_fact, log, timed  # noqa: E402
 
 MODEL = "builtin:minilm"
 CORPUS = "builtin:wnut16"
@@ -105,13 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="minilm",
         help="the embedded MiniLM, or a random-init encoder of BERT-base's shape",
     )
-    parser.add_argument(
-        "--precision",
-        choices=("auto", "no", "fp16", "bf16"),
-        default="auto",
-        help="kfnlp's training precision (auto: bf16/fp16 on a GPU, fp32 on CPU)",
-    )
-    parser.add_argument("--compile", action="store_true", help="kfnlp trains through torch.compile")
+    add_speed_flags(parser)
     return parser.parse_args(argv)
 
 

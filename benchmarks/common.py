@@ -27,3 +27,14 @@ def device_fact() -> str:
         return "none (CPU)"
     props = torch.cuda.get_device_properties(0)
     return f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}"
+
+
+def add_speed_flags(parser) -> None:
+    """The GPU-feature flags both training benchmarks take (benchmarks/gpu.sh turns them on)."""
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "no", "fp16", "bf16"),
+        default="auto",
+        help="kfnlp's training precision (auto: bf16/fp16 on a GPU, fp32 on CPU)",
+    )
+    parser.add_argument("--compile", action="store_true", help="kfnlp trains through torch.compile")

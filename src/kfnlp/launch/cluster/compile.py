@@ -175,10 +175,7 @@ def configure_task(task, cluster: ClusterConfig) -> int:
     if cluster.image_pull_secret:
         kubernetes.set_image_pull_secrets(task, [cluster.image_pull_secret])
     for secret in secret_envs(cluster, entry):
-        if secret["optional"]:
-            kubernetes.use_secret_as_env(task, secret["secret"], secret["keys"], optional=True)
-        else:
-            kubernetes.use_secret_as_env(task, secret["secret"], secret["keys"])
+        kubernetes.use_secret_as_env(task, secret["secret"], secret["keys"], optional=secret["optional"])
     if launcher:
         from kfnlp.launch.scale_out.spec import ENV
 

@@ -8,10 +8,12 @@ from kfnlp.artifacts.comparison import write_comparison
 from kfnlp.artifacts.dataset import (
     CORPUS_TEXT,
     Dataset,
+    open_cls_dataset,
     open_dataset,
+    open_labelled_dataset,
     open_ner_dataset,
     write_dataset,
-    write_ner_dataset,
+    write_labelled_dataset,
 )
 from kfnlp.artifacts.eval_set import EvalSet, open_eval_set, write_eval_set
 from kfnlp.artifacts.evaluation import Evaluation, open_evaluation, read_evaluation, write_evaluation
@@ -24,7 +26,9 @@ __all__ = [
     "EvalSet",
     "Evaluation",
     "Model",
+    "open_cls_dataset",
     "open_dataset",
+    "open_labelled_dataset",
     "open_eval_set",
     "open_evaluation",
     "open_model",
@@ -36,5 +40,5 @@ __all__ = [
     "write_eval_set",
     "write_evaluation",
     "write_model",
-    "write_ner_dataset",
+    "write_labelled_dataset",
 ]

@@ -1,9 +1,10 @@
 """Dataset artifacts (kind ``dataset``), written by preprocess and preprocess-ner.
 
 Layout: ``data/`` (a ``datasets.DatasetDict`` saved to disk, one entry per split) and
-``tokenizer/`` (the tokenizer the ids come from); an NER dataset adds ``labels.json``
-(label list and maps) and ``corpus.jsonl`` (its training sentences as text, one
-``{"text": ...}`` per line, for task-adaptive masked-LM pretraining).
+``tokenizer/`` (the tokenizer the ids come from); a labelled dataset (NER or text
+classification, manifest ``task``) adds ``labels.json`` (label list and maps) and
+``corpus.jsonl`` (its training texts, one ``{"text": ...}`` per line, for task-adaptive
+masked-LM pretraining).
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ class Dataset(Opened):
 
     @property
     def labels_path(self) -> Path:
-        """The label file of an NER dataset (a model trained on it carries a copy)."""
+        """The label file of a labelled dataset (a model trained on it carries a copy)."""
         return self.path / LABELS_FILE
 
     def labels(self) -> list[str]:
-        """The label list of an NER dataset, in label-id order."""
+        """The label list of a labelled dataset, in label-id order."""
         return json.loads(self.labels_path.read_text(encoding="utf-8"))["labels"]
 
     @property
     def corpus_path(self) -> Path:
-        """The training text of an NER dataset (JSON lines, field :data:`CORPUS_TEXT`)."""
+        """The training text of a labelled dataset (JSON lines, field :data:`CORPUS_TEXT`)."""
         return self.path / CORPUS_FILE
 
 
@@ -58,14 +59,27 @@ def open_dataset(uri: str) -> Dataset:
     return Dataset.open(uri, KIND)
 
 
+# task of a labelled dataset -> (what it is called, the stage that writes it)
+LABELLED_TASKS = {"ner": ("an NER", "preprocess-ner"), "cls": ("a text-classification", "preprocess-cls")}
+
+
+def open_labelled_dataset(uri: str, task: str) -> Dataset:
+    """A dataset artifact that must be a labelled one of ``task`` (``ner`` or ``cls``)."""
+    dataset = open_dataset(uri)
+    if dataset.manifest.get("task") != task:
+        what, writer = LABELLED_TASKS[task]
+        raise InputError(f"{uri}: a {dataset.manifest.get('task')} dataset, not {what} one ({writer} writes those)")
+    return dataset
+
+
 def open_ner_dataset(uri: str) -> Dataset:
     """A dataset artifact that must be an NER one."""
-    dataset = open_dataset(uri)
-    if dataset.manifest.get("task") != "ner":
-        raise InputError(
-            f"{uri}: a {dataset.manifest.get('task')} dataset, not an NER one (preprocess-ner writes those)"
-        )
-    return dataset
+    return open_labelled_dataset(uri, "ner")
+
+
+def open_cls_dataset(uri: str) -> Dataset:
+    """A dataset artifact that must be a text-classification one."""
+    return open_labelled_dataset(uri, "cls")
 
 
 class RowsFile:
@@ -105,7 +119,7 @@ def write_dataset(output: str, splits: dict[str, Any], tokenizer, started: float
     return manifest
 
 
-def write_ner_dataset(
+def write_labelled_dataset(
     output: str,
     splits: dict[str, Any],
     tokenizer,

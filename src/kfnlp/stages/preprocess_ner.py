@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kfnlp.artifacts import tokenizer_fingerprint, write_ner_dataset
+from kfnlp.artifacts import tokenizer_fingerprint, write_labelled_dataset
 from kfnlp.config import check_seed, option
 from kfnlp.data.conll import Sentence
 from kfnlp.data.ner import check_labels, encode, label_list, repair_iob
@@ -196,7 +196,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
     counts["train"]["duplicates_removed"] = removed
 
     tok_fp = tokenizer_fingerprint(tok)
-    return write_ner_dataset(
+    return write_labelled_dataset(
         output,
         built,
         tok,

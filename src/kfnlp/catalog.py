@@ -21,11 +21,14 @@ from kfnlp.errors import ConfigError
 from kfnlp.registry.promotion import PromoteConfig
 from kfnlp.stages.compare import CompareConfig
 from kfnlp.stages.evaluate import EvaluateConfig
+from kfnlp.stages.evaluate_cls import EvaluateClsConfig
 from kfnlp.stages.evaluate_ner import EvaluateNerConfig
 from kfnlp.stages.mask_eval import MaskEvalConfig
 from kfnlp.stages.preprocess import PreprocessConfig
+from kfnlp.stages.preprocess_cls import PreprocessClsConfig
 from kfnlp.stages.preprocess_ner import NerPreprocessConfig
 from kfnlp.stages.register import RegisterConfig
+from kfnlp.stages.train_cls import TrainClsConfig
 from kfnlp.stages.train_mlm import TrainMlmConfig
 from kfnlp.stages.train_ner import TrainNerConfig
 
@@ -85,6 +88,41 @@ class AdaptThenNerConfig:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
+@dataclass
+class ClsConfig:
+    model: str = option(
+        "builtin:splade-tiny",
+        "the encoder to fine-tune and the tokenizer for preprocess-cls: Hub id, local directory, kfnlp model "
+        "artifact, builtin:minilm or builtin:splade-tiny",
+        kind="model",
+    )
+    preprocess_cls: PreprocessClsConfig = field(default_factory=PreprocessClsConfig)
+    train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
+    evaluate_cls: EvaluateClsConfig = field(default_factory=EvaluateClsConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+
+
+@dataclass
+class AdaptThenClsConfig:
+    model: str = option(
+        "builtin:splade-tiny",
+        "the base encoder: adapted by train-mlm, fine-tuned as is by train-cls-base, and the tokenizer for "
+        "preprocess-cls and preprocess; needs a masked-LM head (builtin:splade-tiny has one)",
+        kind="model",
+    )
+    preprocess_cls: PreprocessClsConfig = field(default_factory=PreprocessClsConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    mask_eval: MaskEvalConfig = field(default_factory=MaskEvalConfig)
+    train_mlm: TrainMlmConfig = field(default_factory=TrainMlmConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    train_cls: TrainClsConfig = field(default_factory=TrainClsConfig)
+    evaluate_cls: EvaluateClsConfig = field(default_factory=EvaluateClsConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+
+
 @dataclass(frozen=True)
 class PipelineEntry:
     name: str
@@ -119,6 +157,21 @@ PIPELINES = {
         "adapt_then_ner",
         AdaptThenNerConfig,
         "does domain adaptation help NER? adapt a masked-LM, fine-tune NER from base and adapted, compare",
+    ),
+    "cls": PipelineEntry(
+        "cls",
+        "kfnlp.pipelines.cls.pipeline",
+        "cls",
+        ClsConfig,
+        "text classification: preprocess-cls, train-cls, evaluate-cls (scikit-learn), register",
+    ),
+    "adapt-then-cls": PipelineEntry(
+        "adapt-then-cls",
+        "kfnlp.pipelines.adapt_then_cls.pipeline",
+        "adapt_then_cls",
+        AdaptThenClsConfig,
+        "does domain adaptation help text classification? adapt a masked-LM, fine-tune a classifier from base "
+        "and adapted, compare",
     ),
 }
 

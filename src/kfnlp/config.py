@@ -32,7 +32,7 @@ MAX_YAML_NODES = 100_000  # a config holds hundreds; more, counting each alias a
 TRUE = {"true", "yes", "on", "1"}
 FALSE = {"false", "no", "off", "0"}
 # what a field's value names, for the fields whose value is an input to load
-Kind = Literal["model", "source", "ner_source"]
+Kind = Literal["model", "source", "ner_source", "cls_source"]
 
 
 def option(
@@ -40,12 +40,19 @@ def option(
     help: str = "",
     *,
     kind: Kind | None = None,
+    sequence_length: bool = False,
     default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
-    """A config field with its help (and kind) in its metadata, as transformers' argument dataclasses do."""
+    """A config field with its help (and kind) in its metadata, as transformers' argument dataclasses do.
+    ``sequence_length``: the value is a count of tokens per model input, special tokens included, which
+    the model's position embeddings bound (checked before a run: :func:`sequence_length_fields`)."""
     if not help:
         raise TypeError("a config option needs its help text")
-    metadata = {"help": help, **({"kind": kind} if kind else {})}
+    metadata = {
+        "help": help,
+        **({"kind": kind} if kind else {}),
+        **({"sequence_length": True} if sequence_length else {}),
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -58,6 +65,16 @@ def fields_of_kind(config: Any, *kinds: Kind, prefix: str = "") -> Iterator[tupl
             yield from fields_of_kind(value, *kinds, prefix=f"{prefix}{f.name}.")
         elif f.metadata.get("kind") in kinds:
             yield f"{prefix}{f.name}", value, f.metadata["kind"]
+
+
+def sequence_length_fields(config: Any, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """(dotted key, value) of every ``sequence_length`` field in ``config`` and its sections, in declaration order."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from sequence_length_fields(value, prefix=f"{prefix}{f.name}.")
+        elif f.metadata.get("sequence_length"):
+            yield f"{prefix}{f.name}", value
 
 
 def shown(value: Any) -> str:

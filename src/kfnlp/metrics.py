@@ -47,3 +47,21 @@ def seqeval_scores(gold: list[list[str]], predicted: list[list[str]], strict: bo
         "entities": sum(row["support"] for row in per_entity.values()),
         "per_entity": per_entity,
     }
+
+
+def tag_scores(gold: list[str], predicted: list[str]) -> dict:
+    """Accuracy, macro F1 and per-tag precision/recall/F1 of plain tags (one per word or sub-token,
+    flattened), exactly as ``sklearn.metrics`` computes them: the tags are those of gold and predicted."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.utils.multiclass import unique_labels
+
+    tags = unique_labels(gold, predicted)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=tags, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "per_tag": {
+            str(tag): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for tag, p, r, f, n in zip(tags, precision, recall, f1, support, strict=True)
+        },
+    }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,86 @@ def check_model_files(path: Path, ref: str, *, model: bool = True, tokenizer: bo
         )
 
 
+# model types whose position ids start after the padding id (RoBERTa's create_position_ids_from_input_ids):
+# max_position_embeddings counts pad_token_id + 1 positions no token can use
+PADDING_OFFSET_TYPES = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "roberta-prelayernorm",
+        "data2vec-text",
+        "longformer",
+        "ibert",
+        "mpnet",
+        "luke",
+    }
+)
+
+
+def position_limit(ref: str) -> int | None:
+    """The most tokens (special tokens included) one input of ``ref``'s model may hold: config.json's
+    ``max_position_embeddings``, less ``pad_token_id + 1`` for the RoBERTa family. None when unknown:
+    no config.json (a tokenizer alone), relative positions only, or a registry or remote reference
+    (whose files preflight does not download). Reads the config only, never the weights."""
+    config = _read_config(ref)
+    if not isinstance(config, dict) or config.get("position_biased_input") is False:  # DeBERTa-v2: relative only
+        return None
+    limit = config.get("max_position_embeddings", config.get("n_positions"))
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        return None
+    if config.get("model_type") in PADDING_OFFSET_TYPES:
+        padding = config.get("pad_token_id")
+        limit -= (padding if isinstance(padding, int) else 1) + 1
+    return limit if limit > 0 else None
+
+
+def _read_config(ref: str) -> Any:
+    """``ref``'s config.json, or None: a local directory, ``builtin:NAME`` or a Hub id in the local Hugging Face
+    cache (never the network: a preflight takes a second; the stage checks again once it has the model's files)."""
+    if ref.startswith("models:/") or store_for(ref).local_path(ref) is None:
+        return None
+    try:
+        path = Path(resolve_model_ref(ref)).expanduser()
+    except ConfigError:
+        return None
+    if path.is_dir():
+        file = path / "config.json"
+    elif path.exists():
+        return None
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(ref, "config.json")
+        except ValueError:  # not a valid Hub id: check_model_ref's business
+            return None
+        if not isinstance(cached, str):
+            return None
+        file = Path(cached)
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def check_position_limit(ref: str, lengths: Iterable[tuple[str, int]]) -> None:
+    """Refuse, naming the key, a sequence length (``(key, value)`` of ``lengths``) over ``ref``'s
+    :func:`position_limit`: the model would fail on such an input with a raw tensor error, minutes later."""
+    lengths = list(lengths)
+    if not lengths:
+        return
+    limit = position_limit(ref)
+    for key, value in lengths:
+        if limit is not None and value > limit:
+            raise ConfigError(
+                f"{key}: {value} tokens is more than the model's position limit of {limit} "
+                f"({ref}, config.json max_position_embeddings); use at most {limit}",
+                key,
+            )
+
+
 def _load(loader, ref: str, what: str, **kwargs):
     location = model_dir(ref)
     if Path(location).is_dir():
@@ -117,13 +198,37 @@ def inference_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(ref: str):
+def load_tokenizer(ref: str, *, split_words: bool = False):
+    """``ref``'s tokenizer. With ``split_words`` it is to read pre-split words (``is_split_into_words``, as
+    in NER) and must give each word the sub-tokens it gets in running text: a byte-level BPE tokenizer
+    (RoBERTa, GPT-2, ...) reads a lone word without the space that marks a word start ("lot" as ``l``,
+    ``ot``, but ``Ġlot`` in text), so such a tokenizer is loaded with ``add_prefix_space=True``. Saved that
+    way with the data and the model, it reads text in ``pipeline()`` as training read the words."""
     from transformers import AutoTokenizer
 
     tokenizer = _load(AutoTokenizer, ref, "tokenizer", trust_remote_code=False)
     if not set(tokenizer.get_vocab()) - set(tokenizer.all_special_tokens):
         raise ConfigError(f"cannot load tokenizer {ref!r}: it has no vocabulary beyond its special tokens")
+    if split_words and not _words_tokenize_as_in_text(tokenizer):
+        tokenizer = _load(AutoTokenizer, ref, "tokenizer", trust_remote_code=False, add_prefix_space=True)
+        if _words_tokenize_as_in_text(tokenizer):
+            log.info("tokenizer %s: loaded with add_prefix_space=True, so that words tokenize as in text", ref)
+        else:
+            log.warning(
+                "tokenizer %s: words given one by one tokenize differently from running text, even with "
+                "add_prefix_space=True; predictions on text may differ from the evaluation's",
+                ref,
+            )
     return tokenizer
+
+
+PROBE_WORDS = ["Hello", "world"]
+
+
+def _words_tokenize_as_in_text(tokenizer) -> bool:
+    """True if words given one by one get the sub-tokens they get in running text."""
+    split = tokenizer(PROBE_WORDS, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    return split == tokenizer(" ".join(PROBE_WORDS), add_special_tokens=False)["input_ids"]
 
 
 def load_masked_lm(ref: str):
@@ -202,7 +307,7 @@ def disable_sparse_mlm_loss(model) -> None:
     model.__dict__.pop("accepts_loss_kwargs", None)
 
 
-def labelled_token_loss(outputs, labels, num_items_in_batch=None):
+def labelled_token_loss(outputs, labels, num_items_in_batch=None, weight=None):
     """Cross-entropy summed over the labelled positions and divided by the labelled positions of the
     whole optimizer step (``num_items_in_batch``: all its accumulated batches), so that accumulating
     gradients over several batches gives the step one large batch gives.
@@ -210,13 +315,18 @@ def labelled_token_loss(outputs, labels, num_items_in_batch=None):
     The Trainer's ``compute_loss_func`` for models whose own loss is a per-batch mean: their forward
     takes ``**kwargs``, so the Trainer counts on them to divide by ``num_items_in_batch`` and no longer
     divides by the accumulation steps; their losses would add up instead (BERT's heads in transformers 5).
+    ``weight``: one loss weight per class (imbalanced classes), as ``cross_entropy`` takes it.
     """
     import torch
 
     logits = outputs["logits"]
     labels = labels.to(logits.device)
     total = torch.nn.functional.cross_entropy(
-        logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.flatten(0, -2).float(),
+        labels.flatten(),
+        weight=None if weight is None else weight.to(logits.device),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)  # no labels: 0, not NaN
@@ -229,6 +339,11 @@ def load_token_classifier(ref: str, labels: list[str] | None = None):
     model as saved (for inference)."""
     from transformers import AutoModelForTokenClassification
 
+    return _load(AutoModelForTokenClassification, ref, "token-classification model", **_head_kwargs(labels))
+
+
+def _head_kwargs(labels: list[str] | None) -> dict[str, Any]:
+    """``from_pretrained`` keywords of a classifier: safe loading, and with ``labels`` a new head for them."""
     kwargs: dict[str, Any] = dict(SAFE_LOAD)
     if labels is not None:
         kwargs.update(
@@ -237,4 +352,13 @@ def load_token_classifier(ref: str, labels: list[str] | None = None):
             label2id={name: i for i, name in enumerate(labels)},
             ignore_mismatched_sizes=True,
         )
-    return _load(AutoModelForTokenClassification, ref, "token-classification model", **kwargs)
+    return kwargs
+
+
+def load_sequence_classifier(ref: str, labels: list[str] | None = None):
+    """A sequence-classification model. With ``labels``, a new task head for them on ``ref``'s
+    encoder: a masked-LM checkpoint (e.g. a train-mlm artifact) loses its MLM head, a classifier
+    with another label set gets a fresh one. Without, the model as saved (for inference)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return _load(AutoModelForSequenceClassification, ref, "sequence-classification model", **_head_kwargs(labels))

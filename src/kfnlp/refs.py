@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kfnlp.config import fields_of_kind
+from kfnlp.config import fields_of_kind, sequence_length_fields
 from kfnlp.errors import ConfigError, KfnlpError
 from kfnlp.storage import store_for
 
@@ -89,11 +89,22 @@ def check_model_ref(ref: str, key: str = "model") -> None:
 def preflight(config: Any) -> None:
     """Cheap checks of a validated pipeline config before launching any stage:
     local corpus sources exist, are readable, non-empty and of a supported type;
-    model references resolve. Raises ConfigError/InputError naming the key."""
+    model references resolve; no sequence length (``preprocess.chunk_size``, ``max_length``...) exceeds
+    the position limit of the pipeline's ``model``. Raises ConfigError/InputError naming the key."""
+    from kfnlp.data.cls_corpus import check_cls_source
     from kfnlp.data.corpus import check_source
     from kfnlp.data.ner_corpus import check_ner_source
+    from kfnlp.modeling import check_position_limit
 
-    checks = {"model": check_model_ref, "source": check_source, "ner_source": check_ner_source}
+    checks = {
+        "model": check_model_ref,
+        "source": check_source,
+        "ner_source": check_ner_source,
+        "cls_source": check_cls_source,
+    }
     for key, value, kind in fields_of_kind(config, *checks):
         if isinstance(value, str):
             checks[kind](value, key)
+    model = getattr(config, "model", None)
+    if isinstance(model, str):  # every stage of a pipeline tokenizes and trains with its model
+        check_position_limit(model, sequence_length_fields(config))

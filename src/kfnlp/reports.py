@@ -58,14 +58,24 @@ def per_entity_rows(per_entity: dict) -> list[list[Any]]:
 PER_ENTITY_HEADERS = ["entity", "precision", "recall", "F1", "support"]
 
 
+def _unseen_note(m: dict, tag: str) -> list[str]:
+    if not m.get("words_not_seen"):
+        return []
+    return [
+        f"{m['words_not_seen']} words lay beyond the truncation length, were not seen by the model and "
+        f"are scored as predicted `{tag}`."
+    ]
+
+
+def _confusion_rows(result: dict) -> list[list[Any]]:
+    return [[c["gold"], c["predicted"], c["count"]] for c in result["confusions"]]
+
+
 def ner_evaluation_markdown(result: dict) -> str:
+    if result.get("tag_scheme") == "plain":
+        return tag_evaluation_markdown(result)
     m = result["metrics"]
-    notes = []
-    if m.get("words_not_seen"):
-        notes.append(
-            f"{m['words_not_seen']} words lay beyond the truncation length, were not seen by the model and "
-            "are scored as predicted `O`."
-        )
+    notes = _unseen_note(m, "O")
     return (
         "\n\n".join(
             [
@@ -89,12 +99,7 @@ def ner_evaluation_markdown(result: dict) -> str:
                 "## Per entity type",
                 table(PER_ENTITY_HEADERS, per_entity_rows(result["per_entity"])),
                 "## Most frequent confusions (word labels)",
-                table(
-                    ["gold", "predicted", "words"],
-                    [[c["gold"], c["predicted"], c["count"]] for c in result["confusions"]],
-                )
-                if result["confusions"]
-                else "None.",
+                table(["gold", "predicted", "words"], _confusion_rows(result)) if result["confusions"] else "None.",
                 *notes,
                 "Predictions: `predictions.conll` (token, gold, predicted).",
             ]
@@ -121,6 +126,8 @@ HTML_STYLE = (
 def ner_evaluation_html(result: dict) -> str:
     from html import escape
 
+    if result.get("tag_scheme") == "plain":
+        return tag_evaluation_html(result)
     m = result["metrics"]
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>NER evaluation: {escape(result['label'])}</title>"
@@ -133,9 +140,54 @@ def ner_evaluation_html(result: dict) -> str:
         + "<h2>Per entity type</h2>"
         + _html_table(PER_ENTITY_HEADERS, per_entity_rows(result["per_entity"]))
         + "<h2>Most frequent confusions</h2>"
-        + _html_table(
-            ["gold", "predicted", "words"], [[c["gold"], c["predicted"], c["count"]] for c in result["confusions"]]
+        + _html_table(["gold", "predicted", "words"], _confusion_rows(result))
+        + "</body></html>\n"
+    )
+
+
+PER_TAG_HEADERS = ["tag", "precision", "recall", "F1", "support"]
+
+
+def tag_evaluation_markdown(result: dict) -> str:
+    """The report of an evaluation of plain tags (part-of-speech, ...): word accuracy and per-tag scores."""
+    m = result["metrics"]
+    return (
+        "\n\n".join(
+            [
+                f"# Tagging evaluation: {result['label']}",
+                f"Model `{result['model']}` on the {result['split']} split ({m['sentences']} sentences, "
+                f"{m['words']} words), plain tags. Word-level: each word takes its first sub-token's prediction; "
+                "scores are scikit-learn's on the words.",
+                table(["metric", "value"], [["word accuracy", m["accuracy"]], ["macro F1", m["macro_f1"]]]),
+                "## Per tag",
+                table(PER_TAG_HEADERS, per_entity_rows(result["per_tag"])),
+                "## Most frequent confusions (word tags)",
+                table(["gold", "predicted", "words"], _confusion_rows(result)) if result["confusions"] else "None.",
+                *_unseen_note(m, "_"),
+                "Predictions: `predictions.conll` (token, gold, predicted).",
+            ]
         )
+        + "\n"
+    )
+
+
+def tag_evaluation_html(result: dict) -> str:
+    from html import escape
+
+    m = result["metrics"]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Tagging evaluation: {escape(result['label'])}</title>"
+        f"<style>{HTML_STYLE}</style></head><body>"
+        f"<h1>Tagging evaluation: {escape(result['label'])}</h1>"
+        f"<p>Model <code>{escape(result['model'])}</code>, {escape(result['split'])} split: "
+        f"{m['sentences']} sentences, {m['words']} words. Word accuracy <b>{m['accuracy']:.4f}</b> "
+        f"(macro F1 {m['macro_f1']:.4f}).</p>"
+        + _html_table(["metric", "value"], [["word accuracy", m["accuracy"]], ["macro F1", m["macro_f1"]]])
+        + "<h2>Per tag</h2>"
+        + _html_table(PER_TAG_HEADERS, per_entity_rows(result["per_tag"]))
+        + "<h2>Most frequent confusions</h2>"
+        + _html_table(["gold", "predicted", "words"], _confusion_rows(result))
         + "</body></html>\n"
     )
 
@@ -143,49 +195,47 @@ def ner_evaluation_html(result: dict) -> str:
 def _comparison_rows(result: dict) -> tuple[list[list[Any]], list[list[Any]]]:
     ppl = result["perplexity"]
     overall = [["masked-LM perplexity", ppl["base"], ppl["adapted"], f"×{ppl['ratio']:.3f}"]]
-    for key, name in (
-        ("f1", "NER F1"),
-        ("precision", "NER precision"),
-        ("recall", "NER recall"),
-        ("strict_f1", "NER F1, strict IOB2"),
-    ):
-        row = result["ner"][key]
-        overall.append([name, row["base"], row["adapted"], f"{row['delta']:+.4f}"])
-    entities = [
+    for key, row in result["metrics"].items():
+        overall.append([key, row["base"], row["adapted"], f"{row['delta']:+.4f}"])
+    classes = [
         [name, row["support"], row["f1_base"], row["f1_adapted"], f"{row['delta']:+.4f}"]
-        for name, row in sorted(result["per_entity"].items(), key=lambda kv: -kv[1]["support"])
+        for name, row in sorted(result["per_class"].items(), key=lambda kv: -kv[1]["support"])
     ]
-    return overall, entities
+    return overall, classes
 
 
-COMPARISON_HEADERS = (
-    ["metric", "base encoder", "adapted encoder", "change"],
-    ["entity", "support", "F1 base", "F1 adapted", "change"],
-)
+def _comparison_text(result: dict) -> tuple[str, str, str]:
+    """(title, what was compared, the bootstrap interval in words) of a comparison."""
+    p = result["primary"]
+    data = ", ".join(f"{n:,} {name}" for name, n in result["data"].items())
+    setup = (
+        "Both models were fine-tuned with the same data, seed and settings; they differ only in the encoder they "
+        f"started from. Scored on the same {result['split']} split ({data}); primary metric: {p['name']}."
+    )
+    interval = (
+        f"A paired bootstrap over the {result['data'][result['unit']]:,} test {result['unit']} ({p['samples']} "
+        f"resamples) puts the {p['name']} difference in [{p['low']:+.4f}, {p['high']:+.4f}] with "
+        f"{p['confidence']:.0%} confidence; the adapted encoder scored higher in {p['p_adapted_better']:.0%} of "
+        "the resamples."
+        if "low" in p
+        else "No bootstrap interval (bootstrap_samples: 0): the verdict only reports the sign of the difference."
+    )
+    return f"Does domain adaptation help {result['title']}?", setup, interval
 
 
 def comparison_markdown(result: dict) -> str:
-    overall, entities = _comparison_rows(result)
-    d = result["f1_delta"]
-    interval = (
-        f"A paired bootstrap over the {result['sentences']} test sentences ({d['samples']} resamples) puts the "
-        f"F1 difference in [{d['low']:+.4f}, {d['high']:+.4f}] with {d['confidence']:.0%} confidence; the adapted "
-        f"encoder scored higher in {d['p_adapted_better']:.0%} of the resamples."
-        if "low" in d
-        else ""
-    )
+    overall, classes = _comparison_rows(result)
+    title, setup, interval = _comparison_text(result)
     return (
         "\n\n".join(
             [
-                "# Does domain adaptation help NER?",
+                f"# {title}",
                 f"**Verdict: {result['verdict']}.**",
-                "Both NER models were fine-tuned with the same data, seed and settings; they differ only in the "
-                f"encoder they started from. Scored on the same {result['split']} split "
-                f"({result['sentences']} sentences, {result['entities']} entities), word-level seqeval.",
-                table(COMPARISON_HEADERS[0], overall),
+                setup,
+                table(["metric", "base encoder", "adapted encoder", "change"], overall),
                 interval,
-                "## Per entity type (F1)",
-                table(COMPARISON_HEADERS[1], entities),
+                f"## Per {result['classes']} (F1)",
+                table([result["classes"], "support", "F1 base", "F1 adapted", "change"], classes),
             ]
         )
         + "\n"
@@ -195,14 +245,15 @@ def comparison_markdown(result: dict) -> str:
 def comparison_html(result: dict) -> str:
     from html import escape
 
-    overall, entities = _comparison_rows(result)
+    overall, classes = _comparison_rows(result)
+    title, setup, interval = _comparison_text(result)
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Does domain adaptation help NER?</title>"
-        f"<style>{HTML_STYLE}</style></head><body><h1>Does domain adaptation help NER?</h1>"
-        f"<p><b>Verdict: {escape(result['verdict'])}.</b></p>"
-        + _html_table(COMPARISON_HEADERS[0], overall)
-        + "<h2>Per entity type (F1)</h2>"
-        + _html_table(COMPARISON_HEADERS[1], entities)
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{HTML_STYLE}</style></head><body><h1>{escape(title)}</h1>"
+        f"<p><b>Verdict: {escape(result['verdict'])}.</b></p><p>{escape(setup)}</p>"
+        + _html_table(["metric", "base encoder", "adapted encoder", "change"], overall)
+        + f"<p>{escape(interval)}</p><h2>Per {escape(result['classes'])} (F1)</h2>"
+        + _html_table([result["classes"], "support", "F1 base", "F1 adapted", "change"], classes)
         + "</body></html>\n"
     )
 
@@ -223,7 +274,8 @@ def run_report(summary: dict) -> str:
         f"Run `{summary['run']}`: **{summary['status']}** in {summary['wall_time_s']:.0f} s.",
     ]
     if "comparison" in metrics:
-        parts.append(f"**Does domain adaptation help NER? {metrics['comparison']['verdict']}.**")
+        comparison = metrics["comparison"]
+        parts.append(f"**Does domain adaptation help {comparison['title']}? {comparison['verdict']}.**")
     if "perplexity_before" in metrics:
         before, after = metrics["perplexity_before"], metrics["perplexity_after"]
         verdict = "fell" if after < before else "did not fall"
@@ -244,6 +296,14 @@ def run_report(summary: dict) -> str:
     if ner_rows:
         parts.append("NER on the held-out test split (word-level seqeval, entity micro-average):")
         parts.append(table(["model", "F1", "precision", "recall", "F1 strict IOB2", "entities"], ner_rows))
+    cls_rows = [
+        [label, m["accuracy"], m["macro_f1"], m["examples"]]
+        for label, m in metrics.items()
+        if isinstance(m, dict) and "micro_f1" in m
+    ]
+    if cls_rows:
+        parts.append("Text classification on the held-out split (scikit-learn):")
+        parts.append(table(["model", "accuracy", "macro F1", "examples"], cls_rows))
     if "comparison" in artifacts:
         parts.append(f"Comparison report: `{artifacts['comparison']}/report.md` (and `report.html`).")
     parts.append("## Stages")
@@ -291,7 +351,13 @@ def run_report(summary: dict) -> str:
     parts.append(table(["artifact", "location"], rows))
     if "model" in artifacts:
         model = artifacts["model"]
-        if ner_rows:
+        if cls_rows:
+            usage = (
+                f'kfnlp predict text-classification --model {model} "A wonderful, moving film."\n'
+                f"python -c 'from transformers import pipeline; "
+                f'print(pipeline("text-classification", model="{model}")("A wonderful, moving film."))\''
+            )
+        elif ner_rows:
             usage = (
                 f'kfnlp predict ner --model {model} "Empire State Building is in New York"\n'
                 f"python -c 'from transformers import pipeline; "
@@ -307,3 +373,76 @@ def run_report(summary: dict) -> str:
         parts.append(f"Use the model:\n\n```\n{usage}\n```")
     parts.append(f"Full log: `{summary['log']}`")
     return "\n\n".join(parts) + "\n"
+
+
+PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
+CONFUSED_HEADERS = ["id", "gold", "predicted", "score", "text"]
+
+
+def _cls_tables(result: dict) -> tuple[list, list, tuple[list[str], list[list[Any]]], list]:
+    """The rows of a text-classification evaluation's tables: metrics, per class, the confusion
+    matrix (its headers and rows: gold down, predicted across) and the most confused examples."""
+    m = result["metrics"]
+    keys = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall")
+    overall = [[k, m[k]] for k in keys]
+    per_class = [
+        [name, row["precision"], row["recall"], row["f1"], row["support"]] for name, row in result["per_class"].items()
+    ]
+    confusion = result["confusion"]
+    headers = ["gold \\ predicted", *confusion["labels"]]
+    matrix = [[name, *row] for name, row in zip(confusion["labels"], confusion["matrix"], strict=True)]
+    confused = [[e["id"], e["gold"], e["predicted"], e["score"], e["text"]] for e in result["most_confused"]]
+    return overall, per_class, (headers, matrix), confused
+
+
+def _one_line(text: str) -> str:
+    """An example's text for a Markdown table cell: one line, and no HTML a renderer would run."""
+    from html import escape
+
+    return escape(" ".join(text.split()), quote=False)
+
+
+def cls_evaluation_markdown(result: dict) -> str:
+    overall, per_class, (headers, matrix), confused = _cls_tables(result)
+    m = result["metrics"]
+    return (
+        "\n\n".join(
+            [
+                f"# Text-classification evaluation: {result['label']}",
+                f"Model `{result['model']}` on the {result['split']} split ({m['examples']} examples, "
+                f"{len(result['labels'])} classes). Scores are scikit-learn's on `predictions.jsonl`; "
+                "averages over the classes present in gold or predicted labels.",
+                table(["metric", "value"], overall),
+                "## Per class",
+                table(PER_CLASS_HEADERS, per_class),
+                "## Confusion matrix (rows gold, columns predicted)",
+                table(headers, matrix),
+                "## Most confused examples (wrong, most confident first)",
+                table(CONFUSED_HEADERS, [[*row[:4], _one_line(row[4])] for row in confused]) if confused else "None.",
+                "Predictions: `predictions.jsonl` (id, gold, predicted, scores).",
+            ]
+        )
+        + "\n"
+    )
+
+
+def cls_evaluation_html(result: dict) -> str:
+    from html import escape
+
+    overall, per_class, (headers, matrix), confused = _cls_tables(result)
+    m = result["metrics"]
+    title = f"Text-classification evaluation: {escape(result['label'])}"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{HTML_STYLE}</style></head><body><h1>{title}</h1>"
+        f"<p>Model <code>{escape(result['model'])}</code>, {escape(result['split'])} split: "
+        f"{m['examples']} examples. Accuracy <b>{m['accuracy']:.4f}</b>, macro F1 {m['macro_f1']:.4f}.</p>"
+        + _html_table(["metric", "value"], overall)
+        + "<h2>Per class</h2>"
+        + _html_table(PER_CLASS_HEADERS, per_class)
+        + "<h2>Confusion matrix (rows gold, columns predicted)</h2>"
+        + _html_table(headers, matrix)
+        + "<h2>Most confused examples</h2>"
+        + _html_table(CONFUSED_HEADERS, confused)
+        + "</body></html>\n"
+    )

@@ -14,26 +14,17 @@ from pathlib import Path
 import pytest
 
 from kfnlp.storage import MANIFEST
-from tests.pipelines.test_pipeline_ner import TINY_ADAPT
 from tests.support.cli import run_cli
 
 ARTIFACT_FILES = {".safetensors", ".arrow", ".conll", ".jsonl"}
 
 
 @pytest.fixture(scope="module")
-def s3_run(s3_server, tmp_path_factory):
-    bucket = s3_server.create_bucket()
-    out = tmp_path_factory.mktemp("out")
-    home = tmp_path_factory.mktemp("home")
-    env = {**s3_server.env(), "KFNLP_HOME": str(home)}
-    storage = f"s3://{bucket}/team/runs"
-    cwd = tmp_path_factory.mktemp("cwd")
-    args = ("run", "adapt-then-ner", "--local", "--output", str(out), "--storage", storage, *TINY_ADAPT)
-    result = run_cli(*args, env=env, cwd=cwd)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert list(cwd.iterdir()) == []  # nothing written to a local path that looks like the URI
-    summary = json.loads((out / "summary.json").read_text())
-    return s3_server, bucket, storage, out, home, summary
+def s3_run(adapt_then_ner_on_s3):
+    """The session's adapt-then-ner run on S3 (tests/conftest.py), which the pipeline's own checks share."""
+    run = adapt_then_ner_on_s3
+    run["server"].start()  # a test before may have stopped it
+    return run["server"], run["bucket"], run["storage"], run["out"], run["home"], run["summary"]
 
 
 def test_every_artifact_is_a_complete_object_set_under_the_storage_prefix(s3_run):

@@ -43,6 +43,7 @@ FULL_CONFIG = {
         "data": {"cpu_request": "500m", "memory_limit": "6Gi", "node_selector": ["pool=cpu"]},
     },
 }
+TRAIN_STAGES = ("train-mlm", "train-ner", "train-cls")  # the stages on the train profile
 FAKE_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEKFNLP0000TEST",
     "AWS_SECRET_ACCESS_KEY": "fake-secret-kfnlp-9f8e7d6c5b4a",
@@ -129,7 +130,7 @@ def test_every_executor_runs_the_configured_image_pinned_by_digest(full):
 
 def test_train_stages_get_gpus_tolerations_node_selector_and_shm(full):
     name, compiled, result = full
-    train = [t for t, task in compiled.tasks.items() if stage_of(task) in ("train-mlm", "train-ner")]
+    train = [t for t, task in compiled.tasks.items() if stage_of(task) in TRAIN_STAGES]
     assert train, name
     assert sorted(result.gpu_tasks) == sorted(f"{t} x2" for t in train)
     for task in train:
@@ -149,7 +150,7 @@ def test_train_stages_get_gpus_tolerations_node_selector_and_shm(full):
 
 def test_data_stages_get_the_data_profile_and_no_gpu(full):
     _, compiled, _ = full
-    data = [t for t, task in compiled.tasks.items() if stage_of(task) not in ("train-mlm", "train-ner")]
+    data = [t for t, task in compiled.tasks.items() if stage_of(task) not in TRAIN_STAGES]
     assert data
     for task in data:
         resources = compiled.container(task).resources
@@ -164,7 +165,7 @@ def test_data_stages_get_the_data_profile_and_no_gpu(full):
 def test_retries_on_train_stages_only(full):
     _, compiled, _ = full
     for task_name, task in compiled.tasks.items():
-        if stage_of(task) in ("train-mlm", "train-ner"):
+        if stage_of(task) in TRAIN_STAGES:
             policy = task.retry_policy
             assert policy.max_retry_count == 2
             assert policy.backoff_duration.seconds == 120
@@ -182,7 +183,7 @@ def test_caching_per_stage(full):
         stage = stage_of(task)
         seen.add(stage)
         assert task.caching_options.enable_cache == (stage in defaults.cache_stages), task_name
-    for stage in {"train-mlm", "train-ner", "register", "promote"} & seen:
+    for stage in {*TRAIN_STAGES, "register", "promote"} & seen:
         assert stage not in defaults.cache_stages
     assert "preprocess" in defaults.cache_stages and "preprocess-ner" in defaults.cache_stages
 

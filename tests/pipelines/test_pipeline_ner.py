@@ -1,12 +1,14 @@
-"""The ner and adapt-then-ner pipelines through `kfnlp run --local` (real kfp.local), on tiny sizes."""
+"""The ner and adapt-then-ner pipelines through `kfnlp run --local` (real kfp.local), on tiny sizes.
+adapt-then-ner is the session's run with its artifacts on the loopback S3 server (tests/conftest.py),
+which tests/integration/test_pipeline_s3.py checks too: one run of ~100 s, not two."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from kfnlp.storage import open_artifact, read_any_manifest
 from tests.support.cli import run_cli
 
 TINY_NER = [
@@ -47,9 +49,14 @@ def ner_run(tmp_path_factory):
     return _run("ner", TINY_NER, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def adapt_run(tmp_path_factory):
-    return _run("adapt-then-ner", TINY_ADAPT, tmp_path_factory)
+@pytest.fixture
+def adapt_run(adapt_then_ner_on_s3, monkeypatch):
+    """The run's output directory, summary and CLI result; its artifacts read through kfnlp.storage."""
+    run = adapt_then_ner_on_s3
+    run["server"].start()  # a test before may have stopped it
+    for name, value in run["server"].env().items():
+        monkeypatch.setenv(name, value)
+    return run["out"], run["summary"], run["result"]
 
 
 def test_ner_pipeline_trains_scores_and_registers(ner_run):
@@ -107,13 +114,15 @@ def test_adapt_then_ner_compares_base_and_adapted_on_the_same_split(adapt_run):
     base, adapted = metrics["ner-base"], metrics["ner-adapted"]
     assert base["sentences"] == adapted["sentences"] and base["entities"] == adapted["entities"]
     comparison = metrics["comparison"]
-    assert comparison["ner"]["f1"]["delta"] == pytest.approx(adapted["f1"] - base["f1"])
+    assert comparison["metrics"]["f1"]["delta"] == pytest.approx(adapted["f1"] - base["f1"])
     assert comparison["perplexity"]["adapted"] == pytest.approx(metrics["perplexity_after"])
+    assert comparison["primary"]["name"] == "f1" and comparison["primary"]["base"] == pytest.approx(base["f1"])
     assert comparison["winner"] in ("base", "adapted", "tie") and comparison["verdict"]
     assert "verdict:" in result.stdout
     report = (out / "report.md").read_text()
     assert "Does domain adaptation help NER?" in report
-    comparison_report = Path(summary["artifacts"]["comparison"], "report.md").read_text()
+    comparison_dir, _ = open_artifact(summary["artifacts"]["comparison"], kind="comparison")
+    comparison_report = (comparison_dir / "report.md").read_text()
     assert "Per entity type" in comparison_report and comparison["verdict"] in comparison_report
     # the masked-LM adapted on the NER training sentences, not on another corpus
     counts = metrics["data"]["preprocess"]
@@ -125,5 +134,5 @@ def test_adapt_then_ner_registers_the_adapted_encoder_model(adapt_run):
     _, summary, _ = adapt_run
     artifacts = summary["artifacts"]
     assert artifacts["model"] == artifacts["models"]["train-ner-adapted"]
-    manifest = json.loads(Path(artifacts["model"], "kfnlp-manifest.json").read_text())
+    manifest = read_any_manifest(artifacts["model"], kind="model")
     assert manifest["base_model"] == artifacts["models"]["train-mlm"]

@@ -90,6 +90,7 @@ def test_evaluate_equals_seqeval_on_its_own_predictions_file(ner_evaluation):
     result = json.loads((ner_evaluation / "metrics.json").read_text())
     _, gold, pred = read_three_columns(ner_evaluation / "predictions.conll")
     m = result["metrics"]
+    assert result["tag_scheme"] == "iob2"
     assert m["sentences"] == len(gold) and m["words"] == sum(map(len, gold))
     assert m["entities"] > 0
     assert sum(row["support"] for row in result["per_entity"].values()) == m["entities"]
@@ -145,17 +146,17 @@ def test_evaluate_refuses_a_model_with_other_labels(ner_dataset, tmp_path):
 def test_compare_counts_give_seqeval_f1_and_an_honest_verdict(ner_evaluation):
     from seqeval.metrics import f1_score
 
-    from kfnlp.stages.compare import _f1, bootstrap_f1_delta, entity_counts, verdict
+    from kfnlp.stages.compare import entity_counts, f1_of, paired_bootstrap, verdict
 
     _, gold, pred = read_three_columns(ner_evaluation / "predictions.conll")
     counts = entity_counts(gold, pred)
-    assert float(_f1(counts.sum(0))) == pytest.approx(f1_score(gold, pred), abs=1e-12)
+    assert float(f1_of(counts.sum(0))) == pytest.approx(f1_score(gold, pred), abs=1e-12)
     perfect = entity_counts(gold, gold)
-    better = bootstrap_f1_delta(counts, perfect, 500, 0.95, 0)
-    assert better["delta"] > 0 and better["low"] > 0 and verdict(better).startswith("adaptation helped")
-    worse = bootstrap_f1_delta(perfect, counts, 500, 0.95, 0)
+    better = {"name": "f1", **paired_bootstrap(counts, perfect, f1_of, 500, 0.95, 0)}
+    assert better["delta"] > 0 and better["low"] > 0 and verdict(better).startswith("adaptation helped: f1")
+    worse = {"name": "f1", **paired_bootstrap(perfect, counts, f1_of, 500, 0.95, 0)}
     assert verdict(worse).startswith("adaptation hurt")
-    same = bootstrap_f1_delta(counts, counts, 500, 0.95, 0)
+    same = {"name": "f1", **paired_bootstrap(counts, counts, f1_of, 500, 0.95, 0)}
     assert same["delta"] == 0 and verdict(same).startswith("no clear difference")
 
 

@@ -60,11 +60,17 @@ def in_memory(source: str, config: PreprocessConfig, tok) -> tuple[dict, dict]:
         stream = chunking.tokenize(tok, [corpus.documents[i] for i in idx])
         chunks = chunking.chunk(stream, config.chunk_size, config.group_size)
         splits[name] = chunking.to_dataset(chunks)
+        text_ids = tok([corpus.documents[i] for i in idx], add_special_tokens=False)["input_ids"]
+        unknown = sum(ids.count(tok.unk_token_id) for ids in text_ids)
+        subtokens = sum(len(ids) for ids in text_ids)
         counts[name] = {
             "documents": len(idx),
             "tokens": int(stream.doc_lengths.sum()),
             "chunks": len(chunks),
             "chunk_tokens": len(chunks) * config.chunk_size,
+            "unknown_tokens": unknown,
+            "subtokens": subtokens,
+            "unknown_share": round(unknown / subtokens, 6),
         }
     return splits, {
         "counts": counts,

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.loopback import TOOLS_CACHE
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kfnlp"
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests are validated against
@@ -37,7 +39,7 @@ def helm_bin() -> str:
 
 
 def checkov_bin() -> str:
-    venv = Path(os.environ.get("CHECKOV_VENV") or REPO / ".venv-checkov")
+    venv = Path(os.environ.get("CHECKOV_VENV") or TOOLS_CACHE / "venv-checkov")
     path = venv / "bin" / "checkov"
     if not path.is_file():
         _missing(f"checkov ({path})", "make checkov")

@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# where `make test` puts the test tools' venvs (the Makefile's TOOLS_CACHE), shared by the clones on a machine
+TOOLS_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kfnlp"
 
 
 class ServerUnavailable(RuntimeError):
@@ -14,9 +16,9 @@ class ServerUnavailable(RuntimeError):
 
 
 def venv_command(venv_variable: str, default_venv: str, command: str, needed_by: str, make_target: str) -> Path:
-    """``command`` in the server venv (``$venv_variable``, else ``default_venv`` in the checkout);
+    """``command`` in the server venv (``$venv_variable``, else ``default_venv`` in ``TOOLS_CACHE``);
     ServerUnavailable says how to install it."""
-    venv = Path(os.environ.get(venv_variable) or default_venv)
+    venv = Path(os.environ.get(venv_variable) or TOOLS_CACHE / default_venv)
     executable = (venv if venv.is_absolute() else REPO / venv) / "bin" / command
     if not os.access(executable, os.X_OK):
         raise ServerUnavailable(

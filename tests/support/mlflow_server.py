@@ -2,7 +2,7 @@
 
 The server runs from its own venv (the full ``mlflow`` package; the project venv has only
 ``mlflow-skinny``): ``make test`` installs it at ``$MLFLOW_SERVER_VENV`` (default
-``.venv-mlflow-server`` in the checkout). The server keeps its runs and registry in a sqlite
+``~/.cache/kfnlp/venv-mlflow-server``). The server keeps its runs and registry in a sqlite
 file and serves artifacts itself (``mlflow-artifacts:/``), stored under its own directory,
 so clients upload and download through HTTP as they would against a shared server.
 """
@@ -24,7 +24,7 @@ START_TIMEOUT = 90.0  # seconds; a cold start takes 11-25 s on 2 busy cores
 
 def server_executable() -> Path:
     return venv_command(
-        "MLFLOW_SERVER_VENV", ".venv-mlflow-server", "mlflow", "the registry's server-mode tests", "mlflow-server"
+        "MLFLOW_SERVER_VENV", "venv-mlflow-server", "mlflow", "the registry's server-mode tests", "mlflow-server"
     )
 
 

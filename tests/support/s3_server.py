@@ -2,7 +2,7 @@
 
 The server runs from its own venv (``ministack`` pins botocore exactly, which would downgrade
 the project's boto3): ``make test`` installs it at ``$S3_SERVER_VENV`` (default
-``.venv-s3-server`` in the checkout). It keeps objects on disk under its root directory
+``~/.cache/kfnlp/venv-s3-server``). It keeps objects on disk under its root directory
 (``S3_PERSIST=1``), so ``stop()`` / ``kill()`` and ``start()`` again serve the same buckets on
 the same port. ``AUTH=true``: requests signed with an IAM user's key (``create_user``) are
 checked for their signature and against bucket policies; the root key used by default is
@@ -31,7 +31,7 @@ REGION = "us-east-1"
 
 
 def server_executable() -> Path:
-    return venv_command("S3_SERVER_VENV", ".venv-s3-server", "ministack", "the S3 storage tests", "s3-server")
+    return venv_command("S3_SERVER_VENV", "venv-s3-server", "ministack", "the S3 storage tests", "s3-server")
 
 
 class S3Server:

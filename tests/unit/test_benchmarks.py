@@ -1,5 +1,6 @@
 """The MLM benchmark compares like with like: its linear group_texts is the course's,
-and the recipe and kfnlp sides end at the same trainable dataset."""
+and the recipe and kfnlp sides end at the same trainable dataset; every side of the classification
+benchmark trains on the same sub-tokens and labels."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tests.support.cli import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their helpers as `common`
 
+import bench_cls  # noqa: E402
 import bench_mlm  # noqa: E402
 
 
@@ -57,3 +59,57 @@ def test_the_chunk_check_sees_a_difference(tokenizer, docs):
     recipe = bench_mlm.recipe_preprocess(tokenizer, docs, bench_mlm.group_texts_verbatim)
     _, ours = bench_mlm.kfnlp_preprocess(tokenizer, docs[:-1])
     assert not bench_mlm.same_chunks(recipe, ours)
+
+
+# The classification benchmark: every side trains on the artifact's sub-tokens and labels.
+
+CLS_MAX_LENGTH = 16
+
+
+@pytest.fixture(scope="module")
+def cls_splits(tmp_path_factory):
+    """A tiny preprocess-cls artifact (some texts longer than max_length), as the benchmark reads it."""
+    from kfnlp.stages.preprocess_cls import PreprocessClsConfig, preprocess_cls
+
+    root = tmp_path_factory.mktemp("bench-cls")
+    text = "a truly fine film with a plot that moves and actors who care about every scene"
+    rows = [f"{text[: 12 + 5 * (i % 14)]} number {i},{('neg', 'pos')[i % 2]}" for i in range(60)]
+    (root / "reviews.csv").write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    config = PreprocessClsConfig(source=str(root / "reviews.csv"), max_length=CLS_MAX_LENGTH)
+    preprocess_cls(str(root / "dataset"), config, bench_cls.MODEL)
+    return bench_cls.load_splits(str(root / "dataset"), 5)
+
+
+def recipe_sides(train, max_length: int = CLS_MAX_LENGTH) -> dict:
+    from kfnlp.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(bench_cls.MODEL)
+    return {
+        "recipe": bench_cls.recipe_tokenize(tokenizer, train, max_length, "max_length"),
+        "recipe-dynamic": bench_cls.recipe_tokenize(tokenizer, train, max_length, False),
+    }
+
+
+def test_every_cls_side_trains_on_the_artifacts_data(cls_splits):
+    train, test = cls_splits
+    sides = recipe_sides(train)
+    assert bench_cls.same_training_data(train, sides)
+    assert {len(ids) for ids in sides["recipe"]["input_ids"]} == {CLS_MAX_LENGTH}  # padded as the recipe pads
+    assert sides["recipe-dynamic"]["input_ids"] == train["input_ids"]  # unpadded: the collator pads
+    assert max(train["length"]) == CLS_MAX_LENGTH > min(train["length"])
+    assert len(test) == 5
+
+
+def test_the_cls_data_check_sees_a_difference(cls_splits):
+    train, _ = cls_splits
+    assert not bench_cls.same_training_data(train, recipe_sides(train, CLS_MAX_LENGTH - 4))
+
+
+def test_cls_padding_table_orders_the_batchings(cls_splits):
+    train, _ = cls_splits
+    padding = {**bench_cls.padding_analysis(train["length"], bench_cls.BATCH_SIZE), "examples": len(train)}
+    table = bench_cls.padding_table(padding, CLS_MAX_LENGTH, len(train))
+    tokens = [float(line.split("|")[2].replace(",", "")) for line in table[2:]]
+    assert tokens[0] == len(train) * CLS_MAX_LENGTH
+    assert tokens == sorted(tokens, reverse=True)
+    assert tokens[-1] == sum(train["length"])

@@ -58,7 +58,7 @@ def test_the_parser_loads_stage_modules_only_for_kfnlp_stage():
         "import sys; from kfnlp.cli import build_parser; parser = build_parser(); parser.format_help(); "
         "loaded = lambda: sorted(m for m in sys.modules if m.startswith('kfnlp.stages.') and m != 'kfnlp.stages.entry'); "
         "print(loaded()); parser.parse_args(['stage', 'compare', '--mlm-base', 'a', '--mlm-adapted', 'b', "
-        "'--ner-base', 'c', '--ner-adapted', 'd', '--output', 'e']); print(len(loaded()))"
+        "'--task-base', 'c', '--task-adapted', 'd', '--output', 'e']); print(len(loaded()))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -117,7 +117,8 @@ def test_pipelines_config_unknown_pipeline():
 
 def test_run_unknown_pipeline():
     _one_error_line(
-        run_cli("run", "nope", "--local"), "unknown pipeline 'nope'; available: adapt-then-ner, mlm-adapt, ner"
+        run_cli("run", "nope", "--local"),
+        "unknown pipeline 'nope'; available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner",
     )
 
 

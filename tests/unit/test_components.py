@@ -342,12 +342,52 @@ def test_adapt_then_ner_tasks_and_edges(compiled):
     # compare reads the four evaluations
     assert producer("compare", "mlm_base") == (key["evaluate-base"], "results")
     assert producer("compare", "mlm_adapted") == (key["evaluate-adapted"], "results")
-    assert producer("compare", "ner_base") == (key["evaluate-ner-base"], "results")
-    assert producer("compare", "ner_adapted") == (key["evaluate-ner-adapted"], "results")
+    assert producer("compare", "task_base") == (key["evaluate-ner-base"], "results")
+    assert producer("compare", "task_adapted") == (key["evaluate-ner-adapted"], "results")
     # register records the NER model fine-tuned from the adapted encoder, against the base one
     assert producer("register", "model") == (key["train-ner-adapted"], "model")
     assert producer("register", "evaluation") == (key["evaluate-ner-adapted"], "results")
     assert producer("register", "baseline") == (key["evaluate-ner-base"], "results")
+
+
+def test_cls_tasks_and_edges(compiled):
+    entry, path = compiled
+    if entry.name != "cls":
+        pytest.skip("cls only")
+    dag = Dag(path)
+    assert set(dag.tasks) == {"preprocess-cls", "train-cls", "evaluate-cls", "register", "promote"}
+    key = dag.key
+    assert dag.producer("train-cls", "dataset") == (key["preprocess-cls"], "dataset")
+    assert "base_model" not in dag.tasks["train-cls"].inputs.artifacts  # the encoder comes by reference
+    assert dag.producer("evaluate-cls", "model") == (key["train-cls"], "model")
+    assert dag.producer("register", "evaluation") == (key["evaluate-cls"], "results")
+    assert "baseline" not in dag.tasks["register"].inputs.artifacts
+
+
+def test_adapt_then_cls_tasks_and_edges(compiled):
+    """The adapt-then-ner shape with the classification stages: both classifiers on one dataset,
+    only the adapted one waits for train-mlm, compare reads the four evaluations."""
+    entry, path = compiled
+    if entry.name != "adapt-then-cls":
+        pytest.skip("adapt-then-cls only")
+    dag = Dag(path)
+    assert set(dag.tasks) == {name.replace("-ner", "-cls") for name in ADAPT_THEN_NER_TASKS}
+    key, producer, after = dag.key, dag.producer, dag.after
+    cls_dataset = (key["preprocess-cls"], "dataset")
+    assert producer("preprocess", "corpus") == cls_dataset  # the masked-LM corpus is the training text
+    for side in ("base", "adapted"):
+        assert producer(f"train-cls-{side}", "dataset") == cls_dataset
+        assert producer(f"evaluate-cls-{side}", "model") == (key[f"train-cls-{side}"], "model")
+        assert producer(f"evaluate-cls-{side}", "dataset") == cls_dataset
+    assert producer("train-cls-adapted", "base_model") == (key["train-mlm"], "model")
+    assert key["train-mlm"] not in after("train-cls-base")
+    assert producer("compare", "mlm_base") == (key["evaluate-base"], "results")
+    assert producer("compare", "mlm_adapted") == (key["evaluate-adapted"], "results")
+    assert producer("compare", "task_base") == (key["evaluate-cls-base"], "results")
+    assert producer("compare", "task_adapted") == (key["evaluate-cls-adapted"], "results")
+    assert producer("register", "model") == (key["train-cls-adapted"], "model")
+    assert producer("register", "evaluation") == (key["evaluate-cls-adapted"], "results")
+    assert producer("register", "baseline") == (key["evaluate-cls-base"], "results")
 
 
 def test_pipeline_compiles_with_the_embedded_defaults(tmp_path):

@@ -271,7 +271,10 @@ def test_label_list_names_the_line_of_a_bad_tag():
     sentences = [Sentence(["a", "b", "c"], ["O", "O", "E-PER"], "data.conll:7")]
     with pytest.raises(InputError) as err:
         label_list(sentences)
-    assert str(err.value) == "data.conll:9: tag 'E-PER' is not IOB2 (expected O, B-TYPE or I-TYPE)"
+    assert str(err.value) == (
+        "data.conll:9: tag 'E-PER' is not IOB2 (expected O, B-TYPE or I-TYPE); "
+        "for other tags (part-of-speech, ...) set preprocess_ner.tag_scheme: plain"
+    )
     hub = [Sentence(["a", "b"], ["O", "X"], "hf:data/train row 4")]
     with pytest.raises(InputError, match=r"hf:data/train row 4 \(token 2\): tag 'X'"):
         label_list(hub)
@@ -286,6 +289,48 @@ def test_check_labels():
         check_labels(["O", "B-PER", "I-PER", "O"])
     with pytest.raises(InputError, match=r"cfg.labels: tag 'PER' is not IOB2"):
         check_labels(["O", "PER"], "cfg.labels")
+
+
+# ---- plain tags (part-of-speech, ...) ------------------------------------------------
+
+
+def test_plain_label_list_is_the_sorted_distinct_tags():
+    sentences = [Sentence(["The", "cat", "sat"], ["DT", "NN", "VBD"], "f:1"), Sentence(["Cats"], ["NNS"], "f:5")]
+    assert label_list(sentences, "plain") == ["DT", "NN", "NNS", "VBD"]
+    with pytest.raises(InputError, match="tag_scheme: plain"):
+        label_list(sentences)  # iob2: NN is not an entity tag; the error names the way out
+
+
+@pytest.mark.parametrize("tag", ["NN", "B-PER", "PRP$", "-LRB-", ":", "O"])
+def test_check_tag_plain_accepts_any_visible_tag(tag):
+    check_tag(tag, "here", "plain")
+
+
+@pytest.mark.parametrize("tag", ["NN\u00a0", "VB\u200b", ""])
+def test_check_tag_plain_rejects_hidden_characters_and_empty_tags(tag):
+    with pytest.raises(InputError, match=r"f.conll:3: (tag .* holds U\+|empty tag)"):
+        check_tag(tag, "f.conll:3", "plain")
+
+
+def test_check_labels_plain_needs_no_i_forms_but_no_duplicates():
+    check_labels(["B-X", "NN"], "cfg.labels", "plain")
+    with pytest.raises(InputError, match="duplicate labels"):
+        check_labels(["NN", "VB", "NN"], "cfg.labels", "plain")
+
+
+def test_continuation_ids_plain_keeps_each_tag_even_a_b_looking_one():
+    assert continuation_ids(["B-X", "I-X", "NN"], "plain").tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("label_all", [True, False])
+def test_encode_plain_continuations_get_the_word_tag_or_minus_100(minilm, label_all):
+    labels = ["B-X", "I-X", "NN"]  # a plain tag that looks like IOB2 must not turn into its I- form
+    sentences = [Sentence(["Schwarzenegger", "x"], ["B-X", "NN"], "f:1")]
+    enc = encode(minilm, sentences, [[0, 2]], labels, max_length=32, label_all_subtokens=label_all, scheme="plain")
+    word_ids, aligned = enc.word_ids[0], enc.labels[0]
+    first_word = [label for label, w in zip(aligned, word_ids, strict=True) if w == 0]
+    assert len(first_word) > 1 and first_word[0] == 0
+    assert set(first_word[1:]) == ({0} if label_all else {IGNORE_INDEX})
 
 
 # ---- repair_iob -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Model artifacts (kind ``model``), written by train-mlm and train-ner: a plain Hugging Face
+"""Model artifacts (kind ``model``), written by train-mlm, train-ner and train-cls: a plain Hugging Face
 model directory (loadable by ``from_pretrained`` and ``pipeline()``) with ``training_summary.json``;
 the manifest holds the lineage (base model, data fingerprints) and the training summary."""
 

@@ -1,4 +1,4 @@
-"""``kfnlp predict fill-mask`` and ``kfnlp predict ner``: a model on text (:mod:`kfnlp.predict`)."""
+"""``kfnlp predict fill-mask``, ``ner`` and ``text-classification``: a model on text (:mod:`kfnlp.predict`)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     fm.add_argument("texts", nargs="+", metavar="TEXT", help="text containing [MASK]")
     ner = predict_sub.add_parser(
         "ner",
-        help="tag named entities",
-        description="Named entities in each text, sub-tokens grouped into entities (aggregation_strategy simple).",
+        help="tag named entities (or each word, for a model of plain tags)",
+        description="Named entities in each text, sub-tokens grouped into entities (aggregation_strategy simple); "
+        "a model trained with tag_scheme plain (part-of-speech, ...) tags each whitespace-separated word.",
     )
     ner.add_argument(
         "--model",
@@ -37,6 +38,20 @@ def add_parser(sub) -> None:
     )
     ner.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ner.add_argument("texts", nargs="+", metavar="TEXT", help="text to tag")
+    cls = predict_sub.add_parser(
+        "text-classification",
+        help="classify text",
+        description="The top-k labels of each text with their probabilities (softmax over the model's labels).",
+    )
+    cls.add_argument(
+        "--model",
+        required=True,
+        help="text-classification model directory, kfnlp model artifact (local or s3://), Hub id or "
+        "models:/NAME@champion",
+    )
+    cls.add_argument("--top-k", type=int, default=5, help="labels per text (default: 5, at most the model's)")
+    cls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cls.add_argument("texts", nargs="+", metavar="TEXT", help="text to classify")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if args.task == "ner":
         return _ner(args)
+    if args.task == "text-classification":
+        return _classify(args)
     return _fill_mask(args)
 
 
@@ -59,10 +76,31 @@ def _ner(args: argparse.Namespace) -> int:
         return 0
     for item in results:
         print(item["text"])
+        if "words" in item:  # a model of plain tags: one tag per word
+            for w in item["words"]:
+                score = "" if w["score"] is None else f"{w['score']:7.4f}"
+                print(f"  {score:>7}  {w['tag'] or '(not seen)':<14} {w['word']!r} [{w['start']}:{w['end']}]")
+            continue
         for e in item["entities"]:
             print(f"  {e['score']:7.4f}  {e['entity_group']:<14} {e['word']!r} [{e['start']}:{e['end']}]")
         if not item["entities"]:
             print("  (no entities)")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from kfnlp.predict import classify
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    results = classify(args.model, args.texts, args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for item in results:
+        print(item["text"])
+        for p in item["labels"]:
+            print(f"  {p['score']:7.4f}  {p['label']}")
     return 0
 
 

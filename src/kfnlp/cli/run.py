@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     for label, m in metrics.items():
         if isinstance(m, dict) and "strict_f1" in m:
             print(f"NER F1 ({label}): {m['f1']:.4f} (precision {m['precision']:.4f}, recall {m['recall']:.4f})")
+        if isinstance(m, dict) and "micro_f1" in m:
+            print(f"accuracy ({label}): {m['accuracy']:.4f} (macro F1 {m['macro_f1']:.4f}, {m['examples']} examples)")
     if "comparison" in metrics:
         print(f"verdict:  {metrics['comparison']['verdict']}")
     if "model" in artifacts:

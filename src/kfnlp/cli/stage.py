@@ -132,6 +132,8 @@ def _strip_section(item: str, section: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from kfnlp import stages
+    from kfnlp.config import sequence_length_fields
+    from kfnlp.modeling import check_position_limit
     from kfnlp.refs import check_model_ref
 
     stage = stages.get(args.stage)
@@ -140,11 +142,12 @@ def run(args: argparse.Namespace) -> int:
     for item in stage.inputs:
         if item.kind == "model" and item.name in kwargs:
             check_model_ref(kwargs[item.name], item.flag)
+            check_position_limit(kwargs[item.name], sequence_length_fields(config))
     if "output" in kwargs:  # before any work: the artifact replaces only what kfnlp wrote, never an input
         from kfnlp.config import fields_of_kind
         from kfnlp.storage import check_output
 
-        sources = fields_of_kind(config, "source", "ner_source", prefix=f"{stage.section}.")
+        sources = fields_of_kind(config, "source", "ner_source", "cls_source", prefix=f"{stage.section}.")
         reads = {key: value for key, value, _ in sources} | {i.flag: kwargs.get(i.name) for i in stage.inputs if i.kind}
         check_output(kwargs["output"], reads)
     with _stdout_to_stderr():

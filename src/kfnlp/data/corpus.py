@@ -29,7 +29,7 @@ from kfnlp.assets import BUILTIN_PREFIX, NER_DATA, builtin_data_file
 from kfnlp.errors import InputError, KfnlpError
 from kfnlp.storage import check_input, local_input, sha256_file
 
-SUPPORTED = {".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"}
+SUPPORTED = frozenset({".csv", ".tsv", ".jsonl", ".json", ".txt", ".parquet"})
 
 
 @dataclass
@@ -82,7 +82,8 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _decode(path: Path) -> str:
+def decode_file(path: Path) -> str:
+    """A file's text as UTF-8 (a BOM dropped); an invalid byte is an InputError naming file and line."""
     data = _read_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -117,7 +118,7 @@ def _read_delimited(path: Path, column: str, delimiter: str) -> list[str]:
     kind = "TSV" if delimiter == "\t" else "CSV"
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.DictReader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
+    reader = csv.DictReader(io.StringIO(decode_file(path), newline=""), delimiter=delimiter, strict=True)
     line = 1
     try:
         header = reader.fieldnames or []
@@ -143,7 +144,8 @@ def _read_delimited(path: Path, column: str, delimiter: str) -> list[str]:
     return docs
 
 
-def _records_from_lines(path: Path, text: str) -> list[tuple[int, Any]]:
+def json_records(path: Path, text: str) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank JSON line."""
     records = []
     for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
@@ -158,7 +160,7 @@ def _records_from_lines(path: Path, text: str) -> list[tuple[int, Any]]:
 
 
 def _read_jsonl(path: Path, column: str) -> list[str]:
-    text = _decode(path)
+    text = decode_file(path)
     records: list[tuple[int | str, Any]] | None = None
     if path.suffix.lower() == ".json":  # a whole JSON document (array of objects) or JSON Lines
         try:
@@ -170,7 +172,7 @@ def _read_jsonl(path: Path, column: str) -> list[str]:
             items = whole if isinstance(whole, list) else [whole]
             records = [(f"item {i}", item) for i, item in enumerate(items)]
     if records is None:
-        records = list(_records_from_lines(path, text))
+        records = list(json_records(path, text))
     docs = []
     seen_column = False
     keys: set[str] = set()
@@ -190,7 +192,7 @@ def _read_jsonl(path: Path, column: str) -> list[str]:
 
 
 def _read_txt(path: Path) -> list[str]:
-    return [line for line in _lines(_decode(path)) if line.strip()]
+    return [line for line in _lines(decode_file(path)) if line.strip()]
 
 
 def _read_parquet(path: Path, column: str) -> list[str]:
@@ -229,12 +231,12 @@ def read_file(path: Path, column: str) -> list[str]:
     )
 
 
-def _local_files(source: str) -> list[Path]:
+def _local_files(source: str, suffixes: frozenset[str]) -> list[Path]:
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
         if not files:
-            raise InputError(f"{path}: directory holds no {'/'.join(sorted(SUPPORTED))} files")
+            raise InputError(f"{path}: directory holds no {'/'.join(sorted(suffixes))} files")
         return files
     if path.is_file():
         return [path]
@@ -248,14 +250,14 @@ def _local_files(source: str) -> list[Path]:
     raise InputError(f"{source}: no such file or directory")
 
 
-def local_files(source: str) -> list[Path]:
+def local_files(source: str, suffixes: frozenset[str] = SUPPORTED) -> list[Path]:
     """The files a local source names, each checked: exists, readable, non-empty
     and of a supported type (raises :class:`InputError` naming the file)."""
-    files = _local_files(source)
+    files = _local_files(source, suffixes)
     for file in files:
-        if file.suffix.lower() not in SUPPORTED:
+        if file.suffix.lower() not in suffixes:
             raise InputError(
-                f"{file}: unsupported file type {file.suffix or '(none)'}; expected one of {', '.join(sorted(SUPPORTED))}"
+                f"{file}: unsupported file type {file.suffix or '(none)'}; expected one of {', '.join(sorted(suffixes))}"
             )
         try:
             size = file.stat().st_size
@@ -268,8 +270,9 @@ def local_files(source: str) -> list[Path]:
     return files
 
 
-# the training sentences of the pipeline's own NER dataset (adapt-then-ner)
+# the training texts of the pipeline's own labelled dataset (adapt-then-ner, adapt-then-cls)
 NER_TRAIN_SOURCE = "ner:train"
+CLS_TRAIN_SOURCE = "cls:train"
 
 
 def _check_not_empty(source: str, key: str) -> None:
@@ -281,7 +284,7 @@ def check_source(source: str, key: str = "preprocess.source") -> None:
     """Fast check that ``source`` can be read, without reading it: local files
     exist, are readable, non-empty and supported; builtin names are known."""
     _check_not_empty(source, key)
-    if source == NER_TRAIN_SOURCE:  # produced inside the pipeline
+    if source in (NER_TRAIN_SOURCE, CLS_TRAIN_SOURCE):  # produced inside the pipeline
         return
     if source.startswith("hf:"):
         if not source[3:].strip():

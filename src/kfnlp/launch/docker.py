@@ -38,7 +38,7 @@ from kfnlp.launch.images import ImageError
 from kfnlp.launch.pipelines import in_image, retrace
 
 IMAGE_UID = 1000  # USER of images/Containerfile
-INPUT_KINDS = ("source", "ner_source", "model")  # config fields naming files or directories to read
+INPUT_KINDS = ("source", "ner_source", "cls_source", "model")  # config fields naming files or directories to read
 PASS_ENV = (
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",

@@ -106,7 +106,7 @@ def results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
                 artifacts["comparison"] = uri
                 comparison = _artifact_json(uri, "comparison.json")
                 metrics["comparison"] = {
-                    k: comparison[k] for k in ("verdict", "winner", "f1_delta", "ner", "perplexity")
+                    k: comparison[k] for k in ("task", "title", "verdict", "winner", "primary", "metrics", "perplexity")
                 }
             elif name == "decision" and Path(uri).is_file():
                 decision = json.loads(Path(uri).read_text(encoding="utf-8"))

@@ -22,6 +22,9 @@ MODULES = (
     "preprocess_ner",
     "train_ner",
     "evaluate_ner",
+    "preprocess_cls",
+    "train_cls",
+    "evaluate_cls",
     "compare",
 )
 

@@ -1,10 +1,12 @@
-"""evaluate (NER mode): word-level predictions on a held-out split, scored with seqeval.
+"""evaluate (NER mode): word-level predictions on a held-out split, scored with seqeval
+(IOB2 entity tags) or scikit-learn (plain tags such as part-of-speech).
 
 Each word is labelled by its first sub-token's prediction, so scores count words
 (as CoNLL does), not sub-tokens. Words cut off by truncation, which the model never
-saw, are predicted ``O`` and counted in ``words_not_seen``. The predictions are
-written as a CoNLL file (token, gold, predicted) and the reported numbers are
-seqeval's on exactly that file.
+saw, are predicted ``O`` (plain tags: ``_``) and counted in ``words_not_seen``. The
+predictions are written as a CoNLL file (token, gold, predicted) and the reported
+numbers are seqeval's (iob2: entity precision/recall/F1) or scikit-learn's (plain: word
+accuracy, macro F1 and per-tag scores) on exactly that file.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Literal
 
 from kfnlp.artifacts import open_ner_dataset, write_evaluation
 from kfnlp.config import option
-from kfnlp.data.ner import word_predictions
+from kfnlp.data.ner import NO_TAG, word_predictions
 from kfnlp.errors import InputError
-from kfnlp.metrics import seqeval_scores
+from kfnlp.metrics import seqeval_scores, tag_scores
 from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,26 @@ def confusions(gold: list[list[str]], predicted: list[list[str]], top: int) -> l
     return [{"gold": g, "predicted": p, "count": n} for (g, p), n in counts.most_common(top)]
 
 
+def entity_results(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """IOB2 tags: seqeval's entity scores (conlleval's reading and strict IOB2) and per entity type."""
+    scores = {"default": seqeval_scores(gold, predicted), "strict": seqeval_scores(gold, predicted, strict=True)}
+    return {
+        "metrics": {
+            **{k: scores["default"][k] for k in ("precision", "recall", "f1", "accuracy")},
+            "strict_f1": scores["strict"]["f1"],
+            "entities": scores["default"]["entities"],
+        },
+        "per_entity": scores["default"]["per_entity"],
+        "strict": scores["strict"],
+    }
+
+
+def tag_results(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Plain tags: scikit-learn's word accuracy, macro F1 and per-tag scores on the words of all sentences."""
+    scores = tag_scores([t for s in gold for t in s], [t for s in predicted for t in s])
+    return {"metrics": {k: scores[k] for k in ("accuracy", "macro_f1")}, "per_tag": scores["per_tag"]}
+
+
 def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfig, label: str = "model") -> dict:
     from kfnlp.modeling import inference_device, load_token_classifier, load_tokenizer
     from kfnlp.reports import ner_evaluation_html, ner_evaluation_markdown
@@ -82,6 +104,7 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
     if config.split not in source.manifest["splits"]:
         raise InputError(f"{dataset}: no {config.split} split (has {', '.join(source.manifest['splits'])})")
     labels = source.labels()
+    scheme = source.manifest.get("tag_scheme", "iob2")
     source.check_vocabulary(load_tokenizer(model))
     net = load_token_classifier(model).to(inference_device())
     model_labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
@@ -91,12 +114,9 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
     word_ids, seconds = predict_word_labels(net, data, config.batch_size)
     gold = [[labels[t] for t in tags] for tags in data["ner_tags"]]
     unseen = sum(p is None for sentence in word_ids for p in sentence)
-    predicted = [[labels[p] if p is not None else "O" for p in sentence] for sentence in word_ids]
-    scores = {"default": seqeval_scores(gold, predicted), "strict": seqeval_scores(gold, predicted, strict=True)}
-    metrics = {
-        **{k: scores["default"][k] for k in ("precision", "recall", "f1", "accuracy")},
-        "strict_f1": scores["strict"]["f1"],
-        "entities": scores["default"]["entities"],
+    missing = "O" if scheme == "iob2" else NO_TAG
+    predicted = [[labels[p] if p is not None else missing for p in sentence] for sentence in word_ids]
+    counted = {
         "sentences": len(gold),
         "words": sum(len(s) for s in gold),
         "words_not_seen": unseen,
@@ -104,17 +124,23 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
     }
     result = {
         "task": "ner",
+        "tag_scheme": scheme,
         "label": label,
         "model": model,
         "split": config.split,
         "dataset_fingerprint": source.fingerprint,
-        "metrics": metrics,
-        "per_entity": scores["default"]["per_entity"],
-        "strict": scores["strict"],
+        **(entity_results(gold, predicted) if scheme == "iob2" else tag_results(gold, predicted)),
         "confusions": confusions(gold, predicted, config.top_confusions),
         "config": asdict(config),
     }
-    log.info("evaluate %s: F1 %.4f on %d sentences (%d entities)", label, metrics["f1"], len(gold), metrics["entities"])
+    metrics = result["metrics"]
+    metrics.update(counted)
+    if scheme == "iob2":
+        log.info(
+            "evaluate %s: F1 %.4f on %d sentences (%d entities)", label, metrics["f1"], len(gold), metrics["entities"]
+        )
+    else:
+        log.info("evaluate %s: word accuracy %.4f on %d words", label, metrics["accuracy"], metrics["words"])
     write_evaluation(
         output,
         result,
@@ -122,6 +148,7 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
         ner_evaluation_html(result),
         predictions=zip(data["tokens"], gold, predicted, strict=True),
         task="ner",
+        tag_scheme=scheme,
         dataset_fingerprint=source.fingerprint,
         metrics=metrics,
         label=label,
@@ -133,7 +160,7 @@ STAGE = Stage(
     name="evaluate-ner",
     config=EvaluateNerConfig,
     function=evaluate_ner,
-    help="NER mode of evaluate: word-level seqeval scores, predictions file and report",
+    help="NER mode of evaluate: word-level seqeval scores (plain tags: accuracy, per-tag F1), predictions, report",
     inputs=(
         Input(
             "model",

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kfnlp.artifacts import CORPUS_TEXT, open_dataset, tokenizer_fingerprint, write_dataset
+from kfnlp.artifacts import CORPUS_TEXT, open_labelled_dataset, tokenizer_fingerprint, write_dataset
 from kfnlp.artifacts.dataset import RowsFile
-from kfnlp.config import check_seed, option
+from kfnlp.config import check_seed, option, sequence_length_fields
 from kfnlp.data import chunking
-from kfnlp.data.corpus import NER_TRAIN_SOURCE, CorpusReader, open_corpus
+from kfnlp.data.corpus import CLS_TRAIN_SOURCE, NER_TRAIN_SOURCE, CorpusReader, open_corpus
+from kfnlp.data.unknown_tokens import UnknownTokens
 from kfnlp.errors import InputError
-from kfnlp.modeling import load_tokenizer
+from kfnlp.modeling import check_position_limit, load_tokenizer
 from kfnlp.stages.entry import Input, Stage
 from kfnlp.storage import fingerprint
 
@@ -28,11 +29,15 @@ log = logging.getLogger(__name__)
 class PreprocessConfig:
     """How to turn a corpus into training chunks."""
 
-    source: str = option("builtin:imdb", "file, directory, glob, hf:DATASET, builtin:imdb or ner:train", kind="source")
+    source: str = option(
+        "builtin:imdb", "file, directory, glob, hf:DATASET, builtin:imdb, ner:train or cls:train", kind="source"
+    )
     text_column: str = option("text", "dotted path for nested fields (answers.text)")
     hf_config: str | None = option(None, "configuration (subset) name of an hf: dataset")
     hf_split: str = option("train", "split of an hf: dataset to read")
-    chunk_size: int = option(128, "tokens per training chunk (at least 2)")
+    chunk_size: int = option(
+        128, "tokens per training chunk (at least 2, at most the model's position limit)", sequence_length=True
+    )
     group_size: int = option(1000, "documents concatenated before chunking (recipe: map batch size)")
     max_documents: int | None = option(None, "seeded downsample of the corpus")
     test_size: float = option(0.1, "share of documents held out for evaluation")
@@ -50,17 +55,26 @@ class PreprocessConfig:
         check_seed(self.seed)
 
 
-def with_corpus(config: PreprocessConfig, ner_dataset: str | None) -> PreprocessConfig:
-    """Resolve ``source: ner:train`` to the training sentences of a preprocess-ner
-    dataset: task-adaptive pretraining on exactly the text the NER model trains on
-    (never its validation or test sentences)."""
-    if config.source != NER_TRAIN_SOURCE:
+# a source read from the pipeline's labelled dataset -> (its task, the stage that writes it, the pipeline that passes it)
+LABELLED_SOURCES = {
+    NER_TRAIN_SOURCE: ("ner", "preprocess-ner", "adapt-then-ner"),
+    CLS_TRAIN_SOURCE: ("cls", "preprocess-cls", "adapt-then-cls"),
+}
+
+
+def with_corpus(config: PreprocessConfig, labelled_dataset: str | None) -> PreprocessConfig:
+    """Resolve ``source: ner:train`` (``cls:train``) to the training texts of a preprocess-ner
+    (preprocess-cls) dataset: task-adaptive pretraining on exactly the text the task model trains
+    on (never its validation or test texts)."""
+    if config.source not in LABELLED_SOURCES:
         return config
-    if ner_dataset is None:
+    task, writer, pipeline = LABELLED_SOURCES[config.source]
+    if labelled_dataset is None:
         raise InputError(
-            f"preprocess.source {NER_TRAIN_SOURCE} needs a preprocess-ner dataset (the adapt-then-ner pipeline passes it)"
+            f"preprocess.source {config.source} needs a {writer} dataset (the {pipeline} pipeline passes it)"
         )
-    return replace(config, source=str(open_dataset(ner_dataset).corpus_path), text_column=CORPUS_TEXT)
+    dataset = open_labelled_dataset(labelled_dataset, task)
+    return replace(config, source=str(dataset.corpus_path), text_column=CORPUS_TEXT)
 
 
 def split_documents(n: int, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +124,7 @@ def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
     started = time.monotonic()
     corpus = open_corpus(config.source, config.text_column, config.hf_config, config.hf_split)
     tok = load_tokenizer(tokenizer)
+    check_position_limit(tokenizer, sequence_length_fields(config, prefix="preprocess."))
     n = sum(1 for _ in corpus.documents())
     if n == 0:
         raise InputError(f"{config.source}: no text found (column {config.text_column!r})")
@@ -122,9 +137,11 @@ def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
             )
             for name in SPLITS
         }
+        unknown = {name: UnknownTokens(tok) for name in SPLITS}
         splits_of_kept = iter(member[member > 0])
         split = int(next(splits_of_kept))
         for segment in chunking.segments(tok, _kept(corpus, member)):
+            unknown[SPLITS[split - 1]].add(segment.input_ids)
             chunkers[SPLITS[split - 1]].add(segment)
             if segment.ends_document:
                 split = int(next(splits_of_kept, 0))
@@ -142,6 +159,7 @@ def preprocess(output: str, config: PreprocessConfig, tokenizer: str) -> dict:
                 "tokens": chunker.tokens,
                 "chunks": chunker.chunks,
                 "chunk_tokens": chunker.chunks * config.chunk_size,
+                **unknown[name].facts("preprocess", name),
             }
             log.info(
                 "preprocess: %s: %d documents -> %d chunks of %d",

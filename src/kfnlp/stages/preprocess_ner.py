@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
 from kfnlp.artifacts import tokenizer_fingerprint, write_labelled_dataset
-from kfnlp.config import check_seed, option
+from kfnlp.config import check_seed, option, sequence_length_fields
 from kfnlp.data.conll import Sentence
 from kfnlp.data.ner import check_labels, encode, label_list, repair_iob
 from kfnlp.data.ner_corpus import load_ner_source
+from kfnlp.data.unknown_tokens import UnknownTokens
 from kfnlp.errors import InputError
-from kfnlp.modeling import load_tokenizer
+from kfnlp.modeling import check_position_limit, load_tokenizer
 from kfnlp.stages.entry import Input, Stage
 from kfnlp.storage import fingerprint
 
@@ -43,14 +46,28 @@ class NerPreprocessConfig:
         "ner_tags",
         "column of an hf: dataset holding the tags: ClassLabel ids (their names are the labels) or tag strings",
     )
-    labels: list[str] | None = option(None, "default: O + B-/I- of every type in the data (Hub: ClassLabel names)")
-    repair_iob: bool = option(True, "an I- tag that starts an entity becomes B- (IOB1 -> IOB2)")
+    tag_scheme: Literal["iob2", "plain"] = option(
+        "iob2",
+        "iob2: entity tags O, B-TYPE, I-TYPE (scored by seqeval); plain: any tag strings, e.g. part-of-speech "
+        "(scored by word accuracy and per-tag F1)",
+    )
+    labels: list[str] | None = option(
+        None, "default: O + B-/I- of every type in the data (plain: the tags, sorted; Hub: ClassLabel names)"
+    )
+    repair_iob: bool = option(True, "an I- tag that starts an entity becomes B- (IOB1 -> IOB2; iob2 only)")
     dedupe: bool = option(True, "drop repeated sentences before splitting, so no test sentence is also trained on")
     validation_size: float = option(0.1, "share held out when the source has no validation split")
     test_size: float = option(0.1, "share held out when the source has no test split")
     max_sentences: int | None = option(None, "seeded downsample of each split")
-    max_length: int = option(256, "sub-tokens per sentence, special tokens included; longer ones are truncated")
-    label_all_subtokens: bool = option(True, "recipe: continuation sub-tokens get the I- label; false: -100")
+    max_length: int = option(
+        256,
+        "sub-tokens per sentence, special tokens included; longer ones are truncated (at most the model's "
+        "position limit)",
+        sequence_length=True,
+    )
+    label_all_subtokens: bool = option(
+        True, "recipe: continuation sub-tokens get the I- label (plain: the word's tag); false: -100"
+    )
     seed: int = option(42, "seed for the validation/test split and the max_sentences downsample")
 
     def __post_init__(self):
@@ -101,6 +118,13 @@ def split_sentences(splits: dict[str, list[Sentence]], config: NerPreprocessConf
     return out
 
 
+def tag_facts(sentences: list[Sentence], scheme: str) -> dict:
+    """iob2: the entity count; plain: the words of each tag."""
+    if scheme == "iob2":
+        return {"entities": sum(t.startswith("B-") for s in sentences for t in s.tags)}
+    return {"tag_counts": dict(sorted(Counter(t for s in sentences for t in s.tags).items()))}
+
+
 def _downsample(sentences: list[Sentence], limit: int | None, seed: int) -> list[Sentence]:
     if limit is None or limit >= len(sentences):
         return sentences
@@ -113,6 +137,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
     import datasets
 
     started = time.monotonic()
+    check_position_limit(tokenizer, sequence_length_fields(config, prefix="preprocess_ner."))
     source = load_ner_source(
         config.source,
         config.validation_source,
@@ -139,12 +164,12 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
 
     labels = list(config.labels) if config.labels else source.labels
     if labels:
-        check_labels(labels, "preprocess_ner.labels" if config.labels else config.source)
+        check_labels(labels, "preprocess_ner.labels" if config.labels else config.source, config.tag_scheme)
     else:
-        labels = label_list([s for sents in splits.values() for s in sents])
+        labels = label_list([s for sents in splits.values() for s in sents], config.tag_scheme)
     label2id = {name: i for i, name in enumerate(labels)}
 
-    tok = load_tokenizer(tokenizer)
+    tok = load_tokenizer(tokenizer, split_words=True)
     if not getattr(tok, "is_fast", False):
         raise InputError(f"{tokenizer}: NER preprocessing needs a fast tokenizer (word ids of sub-tokens)")
     built = {}
@@ -153,7 +178,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
         tag_ids = []
         for s in sentences:
             tags = s.tags
-            if config.repair_iob:
+            if config.repair_iob and config.tag_scheme == "iob2":
                 tags, n = repair_iob(tags)
                 repaired += n
                 s.tags = tags
@@ -162,7 +187,9 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
             except KeyError as exc:
                 where = s.where(tags.index(exc.args[0]))
                 raise InputError(f"{where}: tag {exc.args[0]!r} is not in the label set {labels}") from None
-        enc = encode(tok, sentences, tag_ids, labels, config.max_length, config.label_all_subtokens)
+        enc = encode(tok, sentences, tag_ids, labels, config.max_length, config.label_all_subtokens, config.tag_scheme)
+        unknown = UnknownTokens(tok)
+        unknown.add_batch(enc.input_ids)
         built[name] = datasets.Dataset.from_dict(
             {
                 "tokens": [s.tokens for s in sentences],
@@ -177,11 +204,11 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
             **counts.get(name, {}),
             "sentences": len(sentences),
             "words": sum(len(s.tokens) for s in sentences),
-            "subtokens": sum(len(ids) for ids in enc.input_ids),
-            "entities": sum(t.startswith("B-") for s in sentences for t in s.tags),
+            **unknown.facts("preprocess-ner", name),
+            **tag_facts(sentences, config.tag_scheme),
             "truncated_sentences": enc.truncated,
             "empty_words": enc.empty_words,
-            "iob_repairs": repaired,
+            **({"iob_repairs": repaired} if config.tag_scheme == "iob2" else {}),
         }
         if enc.truncated:
             log.warning(
@@ -190,7 +217,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
                 enc.truncated,
                 config.max_length,
             )
-        log.info("preprocess-ner: %s: %d sentences, %d entities", name, len(sentences), counts[name]["entities"])
+        log.info("preprocess-ner: %s: %d sentences, %d words", name, len(sentences), counts[name]["words"])
     if "train" not in built:
         raise InputError(f"{config.source}: no training sentences")
     counts["train"]["duplicates_removed"] = removed
@@ -204,6 +231,7 @@ def preprocess_ner(output: str, config: NerPreprocessConfig, tokenizer: str) -> 
         (" ".join(s.tokens) for s in splits["train"]),
         started,
         task="ner",
+        tag_scheme=config.tag_scheme,
         fingerprint=fingerprint(source.origin, asdict(config), tok_fp),
         tokenizer=tokenizer,
         tokenizer_fingerprint=tok_fp,

@@ -14,6 +14,7 @@ from pathlib import Path
 import kfnlp
 from kfnlp.artifacts import open_model, read_evaluation
 from kfnlp.config import option
+from kfnlp.errors import ConfigError
 from kfnlp.registry import Registry
 from kfnlp.stages.entry import Input, Stage
 
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 class RegisterConfig:
     model_name: str = option("kfnlp-mlm", "registered model name; each run adds a new version")
     tracking_uri: str | None = option(None, "default: sqlite file under $KFNLP_HOME/registry")
+    primary_metric: str | None = option(
+        None,
+        "the metric the promotion gate compares, one the task logs (e.g. macro_f1 for imbalanced classes); "
+        "default: the task's own (mlm perplexity, ner f1, ner with plain tags accuracy, cls accuracy)",
+    )
 
     def __post_init__(self):
         if not self.model_name.strip():
@@ -50,7 +56,41 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
 
     m = evaluation["metrics"]
     training = model_manifest.get("training", {})
-    if evaluation.get("task") == "ner":
+    if evaluation.get("task") == "cls":
+        rows = [["accuracy", m["accuracy"]], ["macro F1", m["macro_f1"]], ["micro F1", m["micro_f1"]]]
+        if baseline:
+            rows.append(["accuracy of the same recipe on the base encoder", baseline["metrics"]["accuracy"]])
+        rows += [[f"F1 of class {name}", row["f1"]] for name, row in evaluation.get("per_class", {}).items()]
+        task = "Task: text classification (sequence classification), fine-tuned with kfnlp."
+        data = f"{training.get('train_examples')} training examples, {training.get('global_step')} optimizer steps."
+        method = (
+            f"scikit-learn scores of the predictions on the {evaluation['split']} split ({m['examples']} "
+            "examples); macro F1 averages the classes with equal weight."
+        )
+        extra = [f"Labels: {', '.join(model_manifest.get('labels', []))}"]
+        use = (
+            "Sorts text like the training data into the labels above; texts longer than the training length are "
+            "truncated. Scores hold for that data only (see the cross-domain split, where there is one); the model "
+            "inherits the biases of its encoder and of the labels."
+        )
+        load = 'pipeline("text-classification", model="PATH/TO/model")'
+    elif evaluation.get("task") == "ner" and evaluation.get("tag_scheme") == "plain":
+        rows = [["word accuracy", m["accuracy"]], ["macro F1 over the tags", m["macro_f1"]]]
+        if baseline:
+            rows.append(["word accuracy of the same recipe on the base encoder", baseline["metrics"]["accuracy"]])
+        task = "Task: token tagging with plain tags (e.g. part-of-speech), fine-tuned with kfnlp."
+        data = f"{training.get('train_sentences')} training sentences, {training.get('global_step')} optimizer steps."
+        method = (
+            f"Word-level scores (each word takes its first sub-token's prediction; scikit-learn) on the "
+            f"{evaluation['split']} split: {m['sentences']} sentences, {m['words']} words."
+        )
+        extra = [f"Tags: {', '.join(model_manifest.get('labels', []))}"]
+        use = (
+            "Tags each word of text like the training data. Scores hold for that data only; the model inherits "
+            "the biases of its encoder and of the annotations."
+        )
+        load = 'pipeline("token-classification", model="PATH/TO/model")'
+    elif evaluation.get("task") == "ner":
         rows = [
             ["F1", m["f1"]],
             ["precision", m["precision"]],
@@ -111,18 +151,37 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
     )
 
 
-def registry_metrics(evaluation: dict, baseline: dict | None) -> tuple[dict, str]:
-    """Metrics logged with the version, and the primary one (what a promotion gate compares)."""
-    m = evaluation["metrics"]
-    if evaluation.get("task") == "ner":
-        metrics = {k: m[k] for k in ("f1", "precision", "recall", "strict_f1", "accuracy")}
-        if baseline:
-            metrics["f1_base"] = baseline["metrics"]["f1"]
-        return metrics, "f1"
-    metrics = {"perplexity": m["perplexity"], "eval_loss": m["eval_loss"]}
-    if baseline:
-        metrics["perplexity_base"] = baseline["metrics"]["perplexity"]
-    return metrics, "perplexity"
+# task -> (metrics it logs, its primary metric, the registry's task tag)
+TASK_METRICS = {
+    "mlm": (("perplexity", "eval_loss"), "perplexity", "fill-mask"),
+    "ner": (("f1", "precision", "recall", "strict_f1", "accuracy"), "f1", "token-classification"),
+    "ner-plain": (("accuracy", "macro_f1"), "accuracy", "token-classification"),
+    "cls": (("accuracy", "macro_f1", "micro_f1"), "accuracy", "text-classification"),
+}
+
+
+def task_of(evaluation: dict) -> str:
+    """The evaluation's task, with NER's plain tag scheme as a task of its own (other metrics)."""
+    task = evaluation.get("task", "mlm")
+    return "ner-plain" if task == "ner" and evaluation.get("tag_scheme") == "plain" else task
+
+
+def registry_metrics(evaluation: dict, baseline: dict | None, primary_metric: str | None = None) -> tuple[dict, str]:
+    """Metrics logged with the version, and the primary one (what a promotion gate compares):
+    ``primary_metric`` when given (one the task logs), else the task's own."""
+    task = task_of(evaluation)
+    keys, primary, _ = TASK_METRICS[task]
+    metrics = {k: evaluation["metrics"][k] for k in keys}
+    if baseline:  # the base encoder's score of the same recipe, beside the candidate's
+        metrics[f"{primary}_base"] = baseline["metrics"][primary]
+    if primary_metric is not None:
+        if primary_metric not in keys:
+            raise ConfigError(
+                f"register.primary_metric: {primary_metric!r} is not a metric of a {task} evaluation "
+                f"(one of {', '.join(keys)})"
+            )
+        primary = primary_metric
+    return metrics, primary
 
 
 def register(
@@ -135,13 +194,13 @@ def register(
     trained = open_model(model)
     result = read_evaluation(evaluation)
     base = read_evaluation(baseline) if baseline else None
-    metrics, primary = registry_metrics(result, base)
+    metrics, primary = registry_metrics(result, base, config.primary_metric)
     training = trained.training
     for key in ("train_loss", "train_samples_per_second", "global_step"):
         if isinstance(training.get(key), (int, float)):
             metrics[key] = training[key]
     tags = {
-        "kfnlp.task": "token-classification" if result.get("task") == "ner" else "fill-mask",
+        "kfnlp.task": TASK_METRICS[task_of(result)][2],
         "kfnlp.base_model": trained.manifest["base_model"],
         "kfnlp.dataset_fingerprint": trained.manifest["dataset_fingerprint"],
         "kfnlp.eval_set_fingerprint": result.get("eval_set_fingerprint") or result.get("dataset_fingerprint"),
@@ -176,7 +235,7 @@ STAGE = Stage(
     function=register,
     help="record the model as a new version in the model registry",
     inputs=(
-        Input("model", "model artifact from train-mlm", required=True, kind="model"),
+        Input("model", "model artifact from train-mlm, train-ner or train-cls", required=True, kind="model"),
         Input("evaluation", "evaluation of that model", required=True, kind="artifact"),
         Input("baseline", "evaluation of the base model (optional)", kind="artifact"),
         Input("run_name", "pipeline run name"),

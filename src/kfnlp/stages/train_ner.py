@@ -30,20 +30,37 @@ class TrainNerConfig(TrainingConfig):
     )
 
 
+def labelled_tags(eval_pred, labels: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Gold and predicted tags of the labelled sub-tokens, row by row."""
+    logits, label_ids = eval_pred
+    predictions = np.argmax(logits, axis=-1)
+    gold, predicted = [], []
+    for pred_row, label_row in zip(predictions, label_ids, strict=True):
+        keep = label_row != IGNORE_INDEX
+        gold.append([labels[i] for i in label_row[keep]])
+        predicted.append([labels[i] for i in pred_row[keep]])
+    return gold, predicted
+
+
 def seqeval_metric(labels: list[str]):
     """The recipe's ``compute_metrics``: seqeval over the labelled sub-tokens."""
     from kfnlp.metrics import seqeval_scores
 
     def compute(eval_pred) -> dict[str, float]:
-        logits, label_ids = eval_pred
-        predictions = np.argmax(logits, axis=-1)
-        gold, predicted = [], []
-        for pred_row, label_row in zip(predictions, label_ids, strict=True):
-            keep = label_row != IGNORE_INDEX
-            gold.append([labels[i] for i in label_row[keep]])
-            predicted.append([labels[i] for i in pred_row[keep]])
-        scores = seqeval_scores(gold, predicted)
+        scores = seqeval_scores(*labelled_tags(eval_pred, labels))
         return {k: scores[k] for k in ("precision", "recall", "f1", "accuracy")}
+
+    return compute
+
+
+def tag_metric(labels: list[str]):
+    """``compute_metrics`` of plain tags: accuracy and macro F1 over the labelled sub-tokens."""
+    from kfnlp.metrics import tag_scores
+
+    def compute(eval_pred) -> dict[str, float]:
+        gold, predicted = labelled_tags(eval_pred, labels)
+        scores = tag_scores([t for row in gold for t in row], [t for row in predicted for t in row])
+        return {k: scores[k] for k in ("accuracy", "macro_f1")}
 
     return compute
 
@@ -68,10 +85,14 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     started = time.monotonic()
     data = open_ner_dataset(dataset)
     labels = data.labels()
+    scheme = data.manifest.get("tag_scheme", "iob2")
     set_seed(config.seed)
-    tokenizer = load_tokenizer(base_model)
-    data.check_vocabulary(tokenizer)
+    data.check_vocabulary(load_tokenizer(base_model))
+    # the tokenizer the ids come from, as preprocess-ner set it up (a RoBERTa-family one adds the
+    # word-start space): the model artifact reads text with it
+    tokenizer = load_tokenizer(data.tokenizer_path)
     model = load_token_classifier(base_model, labels)
+    model.config.tag_scheme = scheme  # saved in config.json: predict ner tells word tags from entities by it
 
     splits = data.splits()
     columns = ["input_ids", "labels"]  # the length-grouped sampler measures input_ids itself
@@ -102,14 +123,15 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
         summary_facts={"train_sentences": len(train)},
         manifest_facts={
             "task": "ner",
+            "tag_scheme": scheme,
             "base_model": base_model,
             "labels": labels,
             "dataset_fingerprint": data.fingerprint,
             "tokenizer_fingerprint": data.manifest["tokenizer_fingerprint"],
         },
         model_files=(data.labels_path,),
-        compute_metrics=seqeval_metric(labels),
-        validation_metric="f1",  # the recipe's sub-token scores on validation
+        compute_metrics=seqeval_metric(labels) if scheme == "iob2" else tag_metric(labels),
+        validation_metric="f1" if scheme == "iob2" else "accuracy",  # sub-token scores on validation
     )
     return run_trainer("train-ner", output, config, job)
 

@@ -35,6 +35,7 @@ class TrainerJob:
     compute_metrics: Callable | None = None
     validation_metric: str | None = None  # the last evaluation that has it goes into the summary as "validation"
     on_resume: Callable[[int], None] | None = None  # restores state the Trainer does not know (given the step)
+    loss: Callable | None = None  # the Trainer's compute_loss_func (class weights); default labelled_token_loss
 
 
 def speed_arguments(config: TrainingConfig) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def run_trainer(stage: str, output: str, config: TrainingConfig, job: TrainerJob
         processing_class=job.tokenizer,
         compute_metrics=job.compute_metrics,
         # a model that divides its loss by the step's labelled tokens itself says so (the sparse MLM head)
-        compute_loss_func=None if getattr(job.model, "accepts_loss_kwargs", False) else labelled_token_loss,
+        compute_loss_func=job.loss
+        or (None if getattr(job.model, "accepts_loss_kwargs", False) else labelled_token_loss),
         callbacks=[progress_callback(stage)],
     )
     result = checkpoints.train(trainer, ckpt, stage, on_resume=job.on_resume)

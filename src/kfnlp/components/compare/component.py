@@ -9,13 +9,14 @@ def compare(
     config: str,
     mlm_base: Input[Artifact],
     mlm_adapted: Input[Artifact],
-    ner_base: Input[Artifact],
-    ner_adapted: Input[Artifact],
+    task_base: Input[Artifact],
+    task_adapted: Input[Artifact],
     comparison: Output[Artifact],
     report: Output[Markdown],
     html: Output[HTML],
 ):
-    """Base versus adapted encoder: perplexity before/after and NER F1 (overall, per entity, bootstrap interval)."""
+    """Base versus adapted encoder: perplexity before/after and the task's scores (overall, per class, and a
+    bootstrap interval for the primary metric: entity F1 for NER, accuracy for tagging and classification)."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import copy_file, destination, source, stage_guard
     from kfnlp.stages.compare import STAGE, compare
@@ -23,6 +24,6 @@ def compare(
     with stage_guard(STAGE.name, comparison):
         cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(comparison)
-        compare(source(mlm_base), source(mlm_adapted), source(ner_base), source(ner_adapted), out, cfg)
+        compare(source(mlm_base), source(mlm_adapted), source(task_base), source(task_adapted), out, cfg)
         copy_file(out, "report.md", report.path)
         copy_file(out, "report.html", html.path)

@@ -8,8 +8,8 @@ from kfnlp.components import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preprocess(config: str, tokenizer: str, dataset: Output[Dataset], corpus: Optional[Input[Dataset]] = None):
-    """Read a corpus, split it, tokenize and chunk it into a masked-LM dataset. With ``corpus``
-    (a preprocess-ner dataset) the text is that dataset's training sentences instead of ``source``."""
+    """Read a corpus, split it, tokenize and chunk it into a masked-LM dataset. With ``corpus`` (a
+    preprocess-ner or preprocess-cls dataset) the text is that dataset's training texts instead of ``source``."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import destination, source, stage_guard
     from kfnlp.stages.preprocess import STAGE, preprocess, with_corpus

@@ -81,8 +81,8 @@ def adapt_then_ner(
         config=compare_config,
         mlm_base=mlm_base.outputs["results"],
         mlm_adapted=mlm_adapted.outputs["results"],
-        ner_base=scored_base.outputs["results"],
-        ner_adapted=scored_adapted.outputs["results"],
+        task_base=scored_base.outputs["results"],
+        task_adapted=scored_adapted.outputs["results"],
     ).set_display_name("compare")
     register_and_promote(
         register_config,

@@ -728,7 +728,7 @@ def test_upload_job_is_a_hook_running_kfnlp_upload(rendered):
     assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
     spec = job["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    assert container["command"][-3:] == list(catalog.PIPELINES)
+    assert container["command"][-len(catalog.PIPELINES) :] == list(catalog.PIPELINES)
     assert 'kfnlp upload "$pipeline" --host "$KFP_HOST" --config /etc/kfnlp/cluster.yaml' in container["command"][2]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"KFP_HOST": "http://ml-pipeline.kubeflow:8888", "KFP_NAMESPACE": "team-nlp"}

@@ -13,11 +13,10 @@ from kfnlp import stages
 from kfnlp.launch.cluster.compile import compile_pipeline
 from kfnlp.launch.scale_out import manifests
 from kfnlp.launch.scale_out.spec import ENV, ScaleOut
-from tests.pipelines.test_compile import FAKE_SECRETS, Compiled, one_error_line, secrets_of, stage_of
+from tests.pipelines.test_compile import FAKE_SECRETS, TRAIN_STAGES, Compiled, one_error_line, secrets_of, stage_of
 from tests.support.cli import run_cli
 
 IMAGE = "registry.example.com/kfnlp@sha256:" + "0123456789abcdef" * 4
-TRAIN_STAGES = ("train-mlm", "train-ner")
 CONFIG = {
     "cluster": {
         "image": IMAGE,
@@ -40,7 +39,7 @@ def compile_with(tmp_path, pipeline: str, config: dict, name: str = "out") -> tu
     return Compiled(path), result
 
 
-@pytest.fixture(scope="module", params=["adapt-then-ner", "mlm-adapt"])
+@pytest.fixture(scope="module", params=["adapt-then-ner", "mlm-adapt", "adapt-then-cls"])
 def scaled(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scaled")
     return request.param, *compile_with(tmp, request.param, CONFIG)

@@ -130,6 +130,34 @@ def test_train_ner_two_processes_match_one_process_with_double_batch(tmp_path):
     assert runs[2]["train_loss"] == pytest.approx(runs[1]["train_loss"], rel=0.05)
 
 
+def test_train_cls_two_processes_match_one_process_with_double_batch(tmp_path):
+    """train-cls goes through the same data-parallel launch: two workers of 8 take the steps one
+    process of 16 takes, rank 0 writes the classifier, and the losses agree (each worker's mean
+    over its half of the batch; dropout draws differ)."""
+    from kfnlp.stages.preprocess_cls import PreprocessClsConfig, preprocess_cls
+    from kfnlp.stages.train_cls import TrainClsConfig, train_cls
+
+    dataset = tmp_path / "cls-dataset"
+    preprocess_cls(str(dataset), PreprocessClsConfig(max_examples=160, max_length=64), MODEL)
+    runs = {}
+    for processes in (2, 1):
+        cls_config = TrainClsConfig(
+            learning_rate=1e-3,
+            batch_size=2 * BATCH // processes,
+            num_epochs=1,
+            group_by_length=False,  # its length groups depend on the batch size
+            eval_strategy="no",
+            save_strategy="no",
+            num_processes=processes,
+        )
+        runs[processes] = train_cls(str(dataset), str(tmp_path / f"cls-{processes}"), cls_config, MODEL)["training"]
+    train_examples = read_manifest(dataset)["counts"]["train"]["examples"]
+    assert runs[2]["world_size"] == 2
+    assert runs[2]["global_step"] == runs[1]["global_step"] == math.ceil(train_examples / 16)
+    assert (tmp_path / "cls-2" / "labels.json").is_file()
+    assert runs[2]["train_loss"] == pytest.approx(runs[1]["train_loss"], rel=0.05)
+
+
 def test_failing_worker_raises_its_error_and_writes_nothing(tiny_dataset, tiny_eval_set, tmp_path):
     out = tmp_path / "model"
     # the worker's ConfigError comes back as a ConfigError (same CLI exit code), naming the rank;

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         config = catalog.load_config(catalog.get(args.show_config))
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
+    width = max(len(name) for name in catalog.PIPELINES)
     for entry in catalog.PIPELINES.values():
-        print(f"{entry.name:12s} {entry.description}")
+        print(f"{entry.name:{width}s}  {entry.description}")
     return 0

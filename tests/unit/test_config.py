@@ -335,7 +335,10 @@ def test_from_json_errors():
 
 
 def test_unknown_pipeline():
-    with pytest.raises(ConfigError, match="unknown pipeline 'mlm-adpat'; available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown pipeline 'mlm-adpat'; available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner",
+    ):
         catalog.get("mlm-adpat")
 
 

@@ -51,6 +51,8 @@ from kfnlp.launch.summary import collect_stages, display_names, results
 from kfnlp.registry.store import reject_credentials
 from kfnlp.storage import S3Store
 
+KFP_RUNTIME_ENV = "_KFP_RUNTIME"  # kfp/__init__.py imports only what a component needs when it is "true"
+
 
 def _set_environ(values: dict[str, str | None]) -> None:
     for key, value in values.items():
@@ -130,6 +132,9 @@ def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner,
         STORAGE_ENV: storage,
         LOG_PREFIX_ENV: STAGE_PREFIX,
         "HF_HUB_DISABLE_PROGRESS_BARS": os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        # what KFP's launcher sets in a pod: without it, `import kfp` in every stage process also
+        # imports the KFP API client and the Kubernetes client, which no stage uses (~0.6 s each)
+        KFP_RUNTIME_ENV: "true",
     }
     kfp_runner, exit_codes = local.SubprocessRunner(use_venv=False), contextlib.nullcontext()
     if runner == "docker":

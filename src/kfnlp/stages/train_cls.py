@@ -75,6 +75,7 @@ def train_cls(dataset: str, output: str, config: TrainClsConfig, base_model: str
     from kfnlp.modeling import labelled_token_loss, load_sequence_classifier, load_tokenizer
     from kfnlp.training import resolve_precision
     from kfnlp.training.run import TrainerJob, run_trainer
+    from kfnlp.training.splits import labelled_splits
 
     started = time.monotonic()
     data = open_cls_dataset(dataset)
@@ -84,16 +85,9 @@ def train_cls(dataset: str, output: str, config: TrainClsConfig, base_model: str
     data.check_vocabulary(tokenizer)
     model = load_sequence_classifier(base_model, labels)
 
-    splits = data.splits()
-    train = splits["train"]
-    if config.max_train_examples is not None and config.max_train_examples < len(train):
-        rng = np.random.default_rng(config.seed)
-        train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_examples]))
-    columns = [c for c in MODEL_COLUMNS if c in train.column_names]  # the length-grouped sampler measures input_ids
-    train = train.select_columns(columns)
-    validation = splits["validation"].select_columns(columns) if "validation" in splits else None
-    if config.eval_strategy != "no" and validation is None:
-        log.warning("train-cls: the dataset has no validation split; not evaluating during training")
+    train, validation = labelled_splits(
+        data.splits(), MODEL_COLUMNS, config.max_train_examples, config.seed, "train-cls", config.eval_strategy
+    )
 
     loss = None
     weights = None

@@ -6,8 +6,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from kfnlp.config import option
 from kfnlp.masking import DEFAULT_PROBABILITY, MaskingCollator, MaskSpec, Strategy
 from kfnlp.stages.entry import Input, Stage
@@ -58,6 +56,7 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     from kfnlp.modeling import enable_sparse_mlm_loss, load_masked_lm, load_tokenizer
     from kfnlp.training import resolve_precision
     from kfnlp.training.run import TrainerJob, run_trainer
+    from kfnlp.training.splits import seeded_sample
 
     started = time.monotonic()
     data = open_dataset(dataset)
@@ -68,10 +67,7 @@ def train_mlm(dataset: str, eval_set: str, output: str, config: TrainMlmConfig, 
     model = load_masked_lm(base_model)
     sparse = config.sparse_head and enable_sparse_mlm_loss(model)
 
-    train = data.splits()["train"]
-    if config.max_train_chunks is not None and config.max_train_chunks < len(train):
-        rng = np.random.default_rng(config.seed)
-        train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_chunks]))
+    train = seeded_sample(data.splits()["train"], config.max_train_chunks, config.seed)
     train = train.select_columns(["input_ids", "attention_mask", "word_ids"]).with_format("numpy")
 
     probability = config.mask_probability or DEFAULT_PROBABILITY[config.masking]

@@ -16,6 +16,8 @@ from kfnlp.training.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
+NER_COLUMNS = ("input_ids", "labels")  # what the collator pads (the length-grouped sampler measures input_ids)
+
 
 @dataclass
 class TrainNerConfig(TrainingConfig):
@@ -81,6 +83,7 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     from kfnlp.modeling import load_token_classifier, load_tokenizer
     from kfnlp.training import resolve_precision
     from kfnlp.training.run import TrainerJob, run_trainer
+    from kfnlp.training.splits import labelled_splits
 
     started = time.monotonic()
     data = open_ner_dataset(dataset)
@@ -94,16 +97,9 @@ def train_ner(dataset: str, output: str, config: TrainNerConfig, base_model: str
     model = load_token_classifier(base_model, labels)
     model.config.tag_scheme = scheme  # saved in config.json: predict ner tells word tags from entities by it
 
-    splits = data.splits()
-    columns = ["input_ids", "labels"]  # the length-grouped sampler measures input_ids itself
-    train = splits["train"]
-    if config.max_train_sentences is not None and config.max_train_sentences < len(train):
-        rng = np.random.default_rng(config.seed)
-        train = train.select(np.sort(rng.permutation(len(train))[: config.max_train_sentences]))
-    train = train.select_columns(columns)
-    validation = splits["validation"].select_columns(columns) if "validation" in splits else None
-    if config.eval_strategy != "no" and validation is None:
-        log.warning("train-ner: the dataset has no validation split; not evaluating during training")
+    train, validation = labelled_splits(
+        data.splits(), NER_COLUMNS, config.max_train_sentences, config.seed, "train-ner", config.eval_strategy
+    )
 
     precision = resolve_precision(config.mixed_precision)
     log.info("train-ner: %d sentences, %d labels, precision %s", len(train), len(labels), precision)

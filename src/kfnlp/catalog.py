@@ -21,6 +21,7 @@ from kfnlp.errors import ConfigError
 from kfnlp.registry.promotion import PromoteConfig
 from kfnlp.stages.compare import CompareConfig
 from kfnlp.stages.evaluate import EvaluateConfig
+from kfnlp.stages.evaluate_clm import EvaluateClmConfig
 from kfnlp.stages.evaluate_cls import EvaluateClsConfig
 from kfnlp.stages.evaluate_ner import EvaluateNerConfig
 from kfnlp.stages.mask_eval import MaskEvalConfig
@@ -28,6 +29,7 @@ from kfnlp.stages.preprocess import PreprocessConfig
 from kfnlp.stages.preprocess_cls import PreprocessClsConfig
 from kfnlp.stages.preprocess_ner import NerPreprocessConfig
 from kfnlp.stages.register import RegisterConfig
+from kfnlp.stages.train_clm import TrainClmConfig
 from kfnlp.stages.train_cls import TrainClsConfig
 from kfnlp.stages.train_mlm import TrainMlmConfig
 from kfnlp.stages.train_ner import TrainNerConfig
@@ -123,6 +125,21 @@ class AdaptThenClsConfig:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
 
 
+@dataclass
+class ClmAdaptConfig:
+    model: str = option(
+        "builtin:gpt2-imdb",
+        "the causal LM to adapt and the tokenizer for preprocess: Hub id, local directory, kfnlp model artifact "
+        "or builtin:gpt2-imdb (made on this machine on first use: kfnlp builtin make gpt2-imdb)",
+        kind="model",
+    )
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train_clm: TrainClmConfig = field(default_factory=TrainClmConfig)
+    evaluate_clm: EvaluateClmConfig = field(default_factory=EvaluateClmConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+
+
 @dataclass(frozen=True)
 class PipelineEntry:
     name: str
@@ -172,6 +189,13 @@ PIPELINES = {
         AdaptThenClsConfig,
         "does domain adaptation help text classification? adapt a masked-LM, fine-tune a classifier from base "
         "and adapted, compare",
+    ),
+    "clm-adapt": PipelineEntry(
+        "clm-adapt",
+        "kfnlp.pipelines.clm_adapt.pipeline",
+        "clm_adapt",
+        ClmAdaptConfig,
+        "causal-LM domain adaptation: preprocess, train-clm, evaluate-clm before/after (perplexity, samples), register",
     ),
 }
 

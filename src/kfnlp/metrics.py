@@ -6,13 +6,14 @@ import math
 
 
 def perplexity(total_loss: float, n_tokens: int) -> float:
-    """exp of the mean cross-entropy over every masked token of the eval set.
+    """exp of the mean cross-entropy over every scored token of the eval set: the masked tokens of a
+    masked LM, every predicted position (all but each chunk's first) of a causal LM.
 
     Token-weighted (sum over all tokens / token count), so the result does not depend
     on the batch size; for a single batch it equals exp of the stock model's loss.
     """
     if n_tokens <= 0:
-        raise ValueError("perplexity needs at least one masked token")
+        raise ValueError("perplexity needs at least one scored token")
     mean = total_loss / n_tokens
     return math.exp(mean) if mean < 700 else math.inf
 

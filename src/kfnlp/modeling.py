@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import types
 from collections.abc import Iterable
 from pathlib import Path
@@ -180,8 +181,8 @@ def check_position_limit(ref: str, lengths: Iterable[tuple[str, int]]) -> None:
             )
 
 
-def _load(loader, ref: str, what: str, **kwargs):
-    location = model_dir(ref)
+def _load(loader, ref: str, what: str, *, location: str | None = None, **kwargs):
+    location = location or model_dir(ref)
     if Path(location).is_dir():
         check_model_files(Path(location), ref, model=what != "tokenizer", tokenizer=what == "tokenizer")
     try:
@@ -235,6 +236,224 @@ def load_masked_lm(ref: str):
     from transformers import AutoModelForMaskedLM
 
     return _load(AutoModelForMaskedLM, ref, "masked-LM model", **SAFE_LOAD)
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: a directory with it holds a LoRA adapter, not a whole model
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")  # GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM...
+HEAD_KINDS = {
+    "ForMaskedLM": "a masked-LM",
+    "ForTokenClassification": "a token classifier",
+    "ForSequenceClassification": "a sequence classifier",
+    "ForQuestionAnswering": "a question-answering model",
+    "ForConditionalGeneration": "an encoder-decoder or multimodal model",
+}
+MAX_ADAPTER_DEPTH = 8  # an adapter on an adapter on ...: a cycle of adapter_base references stops here
+
+
+def is_adapter(location: str | Path) -> bool:
+    """True if ``location`` is a local directory holding a peft (LoRA) adapter rather than a whole model."""
+    return (Path(location) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(location: str | Path, ref: str) -> str:
+    """The base model reference of the adapter directory ``location``: the manifest's ``adapter_base``
+    (a kfnlp model artifact names the reference it was trained on), else peft's ``base_model_name_or_path``."""
+    path = Path(location)
+    try:  # the manifest as written (a registered copy has the model card in place of peft's README.md)
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    base = manifest.get("adapter_base") if isinstance(manifest, dict) else None
+    if isinstance(base, str) and base:
+        return base
+    try:
+        base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigError(f"{ref}: unreadable {ADAPTER_CONFIG} ({bounded(str(exc))})") from None
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{ref}: a LoRA adapter that names no base model ({ADAPTER_CONFIG} base_model_name_or_path)")
+    return base
+
+
+def check_causal_config(config, ref: str) -> None:
+    """Refuse, in one line, a checkpoint whose saved architecture has no causal-LM head: ``AutoModelForCausalLM``
+    would load a BERT as a decoder with a warning, or put a fresh head on a classifier."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = [name for name in getattr(config, "architectures", None) or [] if isinstance(name, str)]
+    if any(name.endswith(CAUSAL_SUFFIXES) for name in architectures):
+        return
+    if not architectures and getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return  # a config saved without its architecture: the model type has a causal-LM class
+    name = architectures[0] if architectures else f"{getattr(config, 'model_type', 'unknown')} model"
+    kind = next((f" ({kind})" for suffix, kind in HEAD_KINDS.items() if name.endswith(suffix)), "")
+    raise ConfigError(f"{ref} is a {name}{kind}, not a causal LM; use a decoder model (GPT-2, Llama, Qwen...)")
+
+
+def load_causal_lm(ref: str, *, _depth: int = 0):
+    """A causal LM (``AutoModelForCausalLM``), refusing a checkpoint of another kind. A LoRA adapter (a
+    directory with ``adapter_config.json``, as train-clm writes with ``lora`` and no ``lora_merge``) is loaded
+    onto its base through ``peft``: a ``PeftModel``; :func:`merge_adapter` makes it a plain model."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    location = model_dir(ref)
+    if is_adapter(location):
+        return _load_adapter(location, ref, _depth)
+    config = _load(AutoConfig, ref, "model config", location=location, trust_remote_code=False)
+    check_causal_config(config, ref)
+    return _load(AutoModelForCausalLM, ref, "causal-LM model", location=location, config=config, **SAFE_LOAD)
+
+
+def _load_adapter(location: str, ref: str, depth: int):
+    from peft import PeftModel
+
+    if depth >= MAX_ADAPTER_DEPTH:
+        raise ConfigError(f"{ref}: more than {MAX_ADAPTER_DEPTH} LoRA adapters stacked on each other (a cycle?)")
+    if not (Path(location) / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError(
+            f"{ref}: a LoRA adapter without {ADAPTER_WEIGHTS}; kfnlp loads adapter weights as safetensors only"
+        )
+    base_ref = adapter_base(location, ref)
+    base = merge_adapter(load_causal_lm(base_ref, _depth=depth + 1))  # an adapter's base may itself be one
+    log.info("%s: a LoRA adapter on %s", ref, base_ref)
+    try:
+        return PeftModel.from_pretrained(base, location, is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # peft's words for an adapter that does not fit
+        raise ConfigError(
+            f"cannot load LoRA adapter {ref!r} onto {base_ref}: {bounded(str(exc).splitlines()[0])}"
+        ) from None
+
+
+def lora_layer_names(model) -> list[str]:
+    """The distinct last names of ``model``'s layers LoRA can adapt (``nn.Linear`` and GPT-2's ``Conv1D``), in
+    model order: what ``lora_target_modules`` entries name (``c_attn``, ``q_proj``...)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = (
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.Linear, Conv1D))
+    )
+    return list(dict.fromkeys(names))
+
+
+def add_lora(
+    model, ref: str, *, r: int, alpha: int, dropout: float, targets: list[str] | None, key: str = "lora_target_modules"
+):
+    """``model`` wrapped by ``peft`` with new LoRA adapters (only they train) on the modules ``targets`` names
+    (as peft matches them: the whole module name or its last dotted parts), or on peft's default modules for
+    the model type when None. An entry that names no module of the model is refused, in one line: peft would
+    adapt the others and drop it silently."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    if targets is not None:
+        modules = [name for name, _ in model.named_modules()]
+        for target in targets:
+            if not any(name == target or name.endswith(f".{target}") for name in modules):
+                layers = ", ".join(lora_layer_names(model)[:8])
+                raise ConfigError(
+                    f"{key}: {target!r} names no module of {ref} ({type(model).__name__}); its linear layers: {layers}",
+                    key,
+                )
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        # GPT-2's Conv1D layers store their weight transposed (peft would switch it on, with a warning)
+        fan_in_fan_out=any(isinstance(module, Conv1D) for module in model.modules()),
+    )
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:  # peft's word for a model type it has no default modules for, or a layer it cannot adapt
+        layers = ", ".join(lora_layer_names(model)[:8])
+        raise ConfigError(
+            f"{key}: cannot add LoRA to {ref}: {bounded(str(exc).splitlines()[0])} (its linear layers: {layers})",
+            key,
+        ) from None
+
+
+def merge_adapter(model):
+    """``model`` with its LoRA weights added into the base weights (a plain transformers model, as
+    ``pipeline()`` and ``save_pretrained`` want it); a model without an adapter unchanged."""
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+class WithoutModelCard:
+    """``model`` saved as ``save_pretrained`` saves it, less peft's template README.md: an adapter artifact
+    then lists no README.md in its manifest, which the model card that register writes would contradict."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def save_pretrained(self, directory: str, **kwargs: Any) -> None:
+        self.model.save_pretrained(directory, **kwargs)
+        (Path(directory) / "README.md").unlink(missing_ok=True)
+
+
+MANIFEST_OWN_KEYS = ("format", "kind", "created", "files")  # what write_artifact writes itself
+
+
+def export_model(ref: str, output: str, *, merge: bool = False, location: str | None = None) -> dict[str, Any]:
+    """Write ``ref``'s model files (``location``: where they already are locally, e.g. a registry download) to
+    the new local directory ``output``, as a model artifact (files, then the manifest, then renamed into place).
+    With ``merge`` a LoRA adapter is merged into its base: a plain model directory that ``pipeline()`` and
+    ``from_pretrained`` load without peft. Returns what was written."""
+    from kfnlp.registry.store import DOWNLOAD_RECORD
+    from kfnlp.storage import write_artifact
+
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{output}: exists and is not an empty directory; export writes a new one")
+    source = Path(location or model_dir(ref))
+    if not source.is_dir():
+        raise ConfigError(f"{ref}: not a local model directory or artifact; nothing to export")
+    try:
+        manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = {}
+    facts = {k: v for k, v in manifest.items() if k not in MANIFEST_OWN_KEYS} if isinstance(manifest, dict) else {}
+    adapter = is_adapter(source)
+    merged = merge and adapter
+    model = merge_adapter(load_causal_lm(str(source))) if merged else None
+    skipped = {MANIFEST, DOWNLOAD_RECORD, *((ADAPTER_CONFIG, ADAPTER_WEIGHTS) if merged else ())}
+    with write_artifact(output, kind="model") as writer:
+        for file in sorted(source.rglob("*")):
+            relative = file.relative_to(source)
+            if file.is_symlink() or not file.is_file() or relative.as_posix() in skipped:
+                continue
+            target = writer.path / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
+        if model is not None:
+            model.save_pretrained(str(writer.path))
+            facts.pop("adapter_base", None)
+            facts["merged_adapter_base"] = adapter_base(source, ref)
+            if isinstance(facts.get("lora"), dict):
+                facts["lora"] = {**facts["lora"], "merged": True}
+        writer.info.update(facts, exported_from=ref, merged=merged)
+    log.info("exported %s to %s%s", ref, output, " (LoRA adapter merged into its base)" if merged else "")
+    return {"source": ref, "output": str(output), "adapter": adapter and not merged, "merged": merged}
+
+
+def check_causal_tokenizer(tokenizer, ref: str):
+    """Refuse a tokenizer without an end-of-text token (a causal LM separates documents and stops generating
+    with it); give one without a padding token its end-of-text token for padding, as GPT-2's course recipe
+    does (batches pad with it; the attention mask and the -100 labels keep padding out of every loss)."""
+    if tokenizer.eos_token is None:
+        raise ConfigError(
+            f"{ref}: its tokenizer has no end-of-text token (eos_token); a causal LM needs one to end documents "
+            "and generations"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # architecture -> (encoder attribute, function applying the MLM head to hidden states)
@@ -330,6 +549,19 @@ def labelled_token_loss(outputs, labels, num_items_in_batch=None, weight=None):
     )
     count = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE_INDEX).sum()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)  # no labels: 0, not NaN
+
+
+def causal_token_loss(outputs, labels, num_items_in_batch=None):
+    """:func:`labelled_token_loss` of a causal LM: the logits at position i predict the label at i + 1, as
+    the stock ``ForCausalLMLoss`` shifts them. ``num_items_in_batch`` must count the predicted positions:
+    the Trainer counts the labels ``!= -100`` (over ``labels[..., 1:]`` only for the models it knows shift,
+    which in transformers 5 leaves GPT-2 out), so train-clm's collator sets the first label of each row to
+    -100 (no position predicts it) and both counts agree. The labels move left, not the logits: slicing
+    the logits would copy the largest tensor of the step (measured 1.35 s against 0.86 s a step)."""
+    import torch
+
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    return labelled_token_loss(outputs, shifted, num_items_in_batch)
 
 
 def load_token_classifier(ref: str, labels: list[str] | None = None):

@@ -48,6 +48,36 @@ def evaluation_markdown(result: dict) -> str:
     )
 
 
+def samples_markdown(samples: list[dict]) -> str:
+    """Generation samples: each prompt with its greedy and seeded sampled continuation, one line each."""
+    rows = [[_one_line(s["prompt"]), _one_line(s["greedy"]), _one_line(s["sampled"])] for s in samples]
+    return table(["prompt", "greedy", "sampled"], rows) if rows else "No prompts."
+
+
+def clm_evaluation_markdown(result: dict) -> str:
+    m, config = result["metrics"], result["config"]
+    return (
+        "\n\n".join(
+            [
+                f"# Causal-LM evaluation: {result['label']}",
+                f"Model `{result['model']}` on the first {m['eval_chunks']} chunks of the {result['split']} split "
+                f"(eval set `{result['eval_set_fingerprint'][:12]}`). Perplexity = exp(mean cross-entropy of the "
+                f"next token over all {m['tokens']} predicted positions), as the stock model computes its loss with "
+                "labels = input ids: how well the model fits this held-out text, not how good its generations are.",
+                table(
+                    ["metric", "value"],
+                    [[k, m[k]] for k in ("perplexity", "eval_loss", "tokens", "eval_chunks", "eval_seconds")],
+                ),
+                "## Generation samples",
+                f"Up to {config['max_new_tokens']} new tokens per prompt: greedy, and sampled (top-k 50, "
+                f"temperature 1) with seed {config['samples_seed']}. The prompt is not repeated.",
+                samples_markdown(result["samples"]),
+            ]
+        )
+        + "\n"
+    )
+
+
 def per_entity_rows(per_entity: dict) -> list[list[Any]]:
     return [
         [name, row["precision"], row["recall"], row["f1"], row["support"]]
@@ -276,18 +306,24 @@ def run_report(summary: dict) -> str:
     if "comparison" in metrics:
         comparison = metrics["comparison"]
         parts.append(f"**Does domain adaptation help {comparison['title']}? {comparison['verdict']}.**")
+    causal = "perplexity_before" in metrics and "masked_tokens" not in metrics["base"]  # a clm evaluation
     if "perplexity_before" in metrics:
         before, after = metrics["perplexity_before"], metrics["perplexity_after"]
         verdict = "fell" if after < before else "did not fall"
+        where, tokens, key = (
+            ("the held-out chunks (next-token prediction)", "predicted tokens", "tokens")
+            if causal
+            else ("the fixed masked eval set", "masked tokens", "masked_tokens")
+        )
         parts.append(
-            f"Perplexity on the fixed masked eval set {verdict}: **{before:,.1f} → {after:,.1f}** "
+            f"Perplexity on {where} {verdict}: **{before:,.1f} → {after:,.1f}** "
             f"({after / before:.1%} of the base model's)."
         )
         parts.append(
             table(
-                ["model", "perplexity", "eval loss", "masked tokens"],
+                ["model", "perplexity", "eval loss", tokens],
                 [
-                    [label, metrics[label]["perplexity"], metrics[label]["eval_loss"], metrics[label]["masked_tokens"]]
+                    [label, metrics[label]["perplexity"], metrics[label]["eval_loss"], metrics[label][key]]
                     for label in ("base", "adapted")
                 ],
             )
@@ -336,12 +372,15 @@ def run_report(summary: dict) -> str:
     for label, path in artifacts.get("evaluations", {}).items():
         try:
             with open(f"{path}/metrics.json", encoding="utf-8") as handle:
-                examples = json.load(handle).get("fill_mask")
+                evaluation = json.load(handle)
         except OSError:
             continue
-        if examples:
+        if evaluation.get("fill_mask"):
             parts.append(f"## Fill-mask: {label}")
-            parts.append(fill_mask_markdown(examples))
+            parts.append(fill_mask_markdown(evaluation["fill_mask"]))
+        if evaluation.get("samples"):
+            parts.append(f"## Generation samples: {label}")
+            parts.append(samples_markdown(evaluation["samples"]))
     parts.append("## Artifacts")
     rows = [[k, v] for k, v in artifacts.items() if isinstance(v, str)]
     rows += [[f"model ({stage})", uri] for stage, uri in artifacts.get("models", {}).items()]
@@ -356,6 +395,12 @@ def run_report(summary: dict) -> str:
                 f'kfnlp predict text-classification --model {model} "A wonderful, moving film."\n'
                 f"python -c 'from transformers import pipeline; "
                 f'print(pipeline("text-classification", model="{model}")("A wonderful, moving film."))\''
+            )
+        elif causal:
+            usage = (
+                f'kfnlp predict generate --model {model} "This movie was"\n'
+                f"python -c 'from transformers import pipeline; "
+                f'print(pipeline("text-generation", model="{model}")("This movie was"))\''
             )
         elif ner_rows:
             usage = (

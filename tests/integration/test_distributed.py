@@ -158,6 +158,31 @@ def test_train_cls_two_processes_match_one_process_with_double_batch(tmp_path):
     assert runs[2]["train_loss"] == pytest.approx(runs[1]["train_loss"], rel=0.05)
 
 
+def test_train_clm_two_processes_match_one_process_with_double_batch(tmp_path):
+    """train-clm goes through the same data-parallel launch. Full chunks and a GPT-2 without dropout: each
+    worker's mean over its half of the predicted tokens, averaged by DDP, is the mean over the whole batch,
+    so the losses agree tightly and the weights too (AdamW steps from the same gradients, summed in
+    another order)."""
+    from kfnlp.data.bpe import train_bpe
+    from kfnlp.stages.preprocess import PreprocessConfig, preprocess
+    from kfnlp.stages.train_clm import train_clm
+    from tests.stages.test_train_clm import CHUNK, quick, sentences, tiny_gpt2
+
+    lines = sentences(300)
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = tiny_gpt2(tmp_path / "base", train_bpe(lines, vocab_size=300, min_frequency=1, model_max_length=64))
+    dataset = tmp_path / "clm-dataset"
+    preprocess(str(dataset), PreprocessConfig(source=str(tmp_path / "corpus.txt"), chunk_size=CHUNK), str(base))
+    runs = {}
+    for processes in (2, 1):
+        clm_config = quick(learning_rate=1e-3, batch_size=2 * BATCH // processes, max_steps=4, num_processes=processes)
+        runs[processes] = train_clm(str(dataset), str(tmp_path / f"clm-{processes}"), clm_config, str(base))["training"]
+    assert runs[2]["world_size"] == 2 and runs[2]["global_step"] == runs[1]["global_step"] == 4
+    assert runs[2]["train_loss"] == pytest.approx(runs[1]["train_loss"], rel=1e-4)
+    two, one = weights(tmp_path / "clm-2"), weights(tmp_path / "clm-1")
+    assert all(((two[k] - one[k]).abs().max() < 1e-5) for k in one)
+
+
 def test_failing_worker_raises_its_error_and_writes_nothing(tiny_dataset, tiny_eval_set, tmp_path):
     out = tmp_path / "model"
     # the worker's ConfigError comes back as a ConfigError (same CLI exit code), naming the rank;

@@ -61,6 +61,19 @@ def test_a_tag_compiles_with_a_warning_a_digest_without(tmp_path, caplog):
     assert DIGEST_IMAGE in (tmp_path / "digest.yaml").read_text()
 
 
+def test_a_made_builtin_model_compiles_with_a_warning(tmp_path, caplog):
+    """builtin:gpt2-imdb exists only on the machine that made it: a pod would not find it."""
+    with caplog.at_level(logging.WARNING, logger="kfnlp.launch.cluster.compile"):
+        compile_pipeline("clm-adapt", tmp_path / "made.yaml", image=DIGEST_IMAGE)
+    assert any("model is builtin:gpt2-imdb, which is made" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="kfnlp.launch.cluster.compile"):
+        compile_pipeline(
+            "clm-adapt", tmp_path / "hub.yaml", image=DIGEST_IMAGE, overrides=["model=openai-community/gpt2"]
+        )
+    assert not any("which is made" in r.getMessage() for r in caplog.records)
+
+
 # --- the compiled file ------------------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ def compile_with(tmp_path, pipeline: str, config: dict, name: str = "out") -> tu
     return Compiled(path), result
 
 
-@pytest.fixture(scope="module", params=["adapt-then-ner", "mlm-adapt", "adapt-then-cls"])
+@pytest.fixture(scope="module", params=["adapt-then-ner", "mlm-adapt", "adapt-then-cls", "clm-adapt"])
 def scaled(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scaled")
     return request.param, *compile_with(tmp, request.param, CONFIG)

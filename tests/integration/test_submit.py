@@ -345,7 +345,9 @@ def test_unknown_pipeline_lists_the_catalog(kfp, command):
     with FakeKfpApi() as api:
         result = kfp(command, "nre", "--host", api.url)
     assert result.returncode == 2
-    one_error_line(result, "unknown pipeline 'nre'", "available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner")
+    one_error_line(
+        result, "unknown pipeline 'nre'", "available: adapt-then-cls, adapt-then-ner, clm-adapt, cls, mlm-adapt, ner"
+    )
     assert not api.requests
 
 

@@ -43,7 +43,7 @@ FULL_CONFIG = {
         "data": {"cpu_request": "500m", "memory_limit": "6Gi", "node_selector": ["pool=cpu"]},
     },
 }
-TRAIN_STAGES = ("train-mlm", "train-ner", "train-cls")  # the stages on the train profile
+TRAIN_STAGES = ("train-mlm", "train-ner", "train-cls", "train-clm")  # the stages on the train profile
 FAKE_SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAFAKEKFNLP0000TEST",
     "AWS_SECRET_ACCESS_KEY": "fake-secret-kfnlp-9f8e7d6c5b4a",

@@ -88,3 +88,26 @@ def test_too_few_documents_names_the_source():
 
     with pytest.raises(InputError, match="corpus.txt: only 1 documents"):
         split_documents(1, PreprocessConfig(source="corpus.txt"))
+
+
+def test_a_gpt2_style_tokenizer_gets_end_of_text_between_documents(tmp_path):
+    """A byte-level BPE tokenizer adds no special tokens: preprocess ends each document with its eos
+    (<|endoftext|>, which is also its unknown token and is not counted as unknown)."""
+    from kfnlp.data.bpe import train_bpe
+
+    texts = reviews(20)
+    tok = train_bpe(texts, vocab_size=400, model_max_length=64)
+    tok.save_pretrained(tmp_path / "tok")
+    src = tmp_path / "a.txt"
+    src.write_text("\n".join(texts))
+    config = PreprocessConfig(source=str(src), chunk_size=32, group_size=0)
+    manifest = preprocess(str(tmp_path / "ds"), config, str(tmp_path / "tok"))
+    train_docs = [texts[i] for i in split_documents(len(texts), config)[0]]
+    stream = [i for t in train_docs for i in [*tok(t)["input_ids"], tok.eos_token_id]]
+    counts = manifest["counts"]["train"]
+    assert counts["tokens"] == len(stream) and counts["documents"] == len(train_docs)
+    assert counts["unknown_tokens"] == 0 and counts["subtokens"] == len(stream) - len(train_docs)
+    data = datasets.load_from_disk(str(tmp_path / "ds" / "data"))["train"].with_format("numpy")
+    ids, word_ids = np.stack(data["input_ids"]).reshape(-1), np.stack(data["word_ids"]).reshape(-1)
+    assert ids.tolist() == stream[: len(stream) // 32 * 32]
+    assert (word_ids[ids == tok.eos_token_id] == -1).all() and (word_ids[ids != tok.eos_token_id] >= 0).all()

@@ -1,17 +1,20 @@
 """The MLM benchmark compares like with like: its linear group_texts is the course's,
 and the recipe and kfnlp sides end at the same trainable dataset; every side of the classification
-benchmark trains on the same sub-tokens and labels."""
+benchmark trains on the same sub-tokens and labels; the causal-LM benchmark's eos-joined recipe cuts
+kfnlp's chunks, and its recipe as written keeps only whole chunks."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from tests.support.cli import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their helpers as `common`
 
+import bench_clm  # noqa: E402
 import bench_cls  # noqa: E402
 import bench_mlm  # noqa: E402
 
@@ -113,3 +116,55 @@ def test_cls_padding_table_orders_the_batchings(cls_splits):
     assert tokens[0] == len(train) * CLS_MAX_LENGTH
     assert tokens == sorted(tokens, reverse=True)
     assert tokens[-1] == sum(train["length"])
+
+
+# The causal-LM benchmark: the course's eos-joined chunks are preprocess's; as written it keeps whole chunks only.
+
+CLM_CONTEXT = 16
+
+
+@pytest.fixture(scope="module")
+def clm_data(tmp_path_factory):
+    """300 Rotten Tomatoes reviews split as preprocess splits them, a BPE tokenizer trained on the training
+    ones, and preprocess's chunks of CLM_CONTEXT tokens."""
+    from kfnlp.artifacts import open_dataset
+    from kfnlp.data.bpe import train_bpe
+    from kfnlp.modeling import load_tokenizer
+    from kfnlp.stages.preprocess import preprocess
+
+    root = tmp_path_factory.mktemp("bench-clm")
+    config = bench_clm.preprocess_config(CLM_CONTEXT, 300)
+    train, test = bench_clm.split_texts(config)
+    train_bpe(train, vocab_size=400, model_max_length=CLM_CONTEXT).save_pretrained(root / "tokenizer")
+    preprocess(str(root / "dataset"), config, str(root / "tokenizer"))
+    return load_tokenizer(str(root / "tokenizer")), train, test, open_dataset(str(root / "dataset")).splits()
+
+
+def test_the_eos_joined_recipe_cuts_kfnlps_chunks(clm_data):
+    tokenizer, train, test, ours = clm_data
+    joined = bench_clm.recipe_tokenize_joined(tokenizer, train, CLM_CONTEXT)
+    assert len(train) == 270 and len(ours["train"]) > 100
+    assert bench_clm.same_chunks(joined, ours["train"])
+    assert bench_clm.same_chunks(bench_clm.recipe_tokenize_joined(tokenizer, test, CLM_CONTEXT), ours["test"])
+    # an eos after each document: where the documents end in the joined stream, up to the dropped rest
+    ends = np.cumsum([len(ids) + 1 for ids in tokenizer(train)["input_ids"]]) - 1
+    kept = len(joined) * CLM_CONTEXT
+    assert np.array_equal(
+        np.flatnonzero(bench_clm.flat(joined, "input_ids") == tokenizer.eos_token_id), ends[ends < kept]
+    )
+
+
+def test_the_clm_chunk_check_sees_a_difference(clm_data):
+    tokenizer, train, _, ours = clm_data
+    assert not bench_clm.same_chunks(bench_clm.recipe_tokenize_joined(tokenizer, train[1:], CLM_CONTEXT), ours["train"])
+
+
+def test_the_recipe_as_written_keeps_whole_chunks_only(clm_data):
+    tokenizer, train, _, _ = clm_data
+    lengths = [len(ids) for ids in tokenizer(train)["input_ids"]]
+    written = bench_clm.recipe_tokenize(tokenizer, train, CLM_CONTEXT)
+    assert {len(ids) for ids in written["input_ids"]} == {CLM_CONTEXT}
+    assert len(written) == sum(n // CLM_CONTEXT for n in lengths) > 0
+    assert bench_clm.kept_share(lengths, CLM_CONTEXT) == len(written) * CLM_CONTEXT / sum(lengths)
+    # a context longer than every document leaves nothing to train on (the course's 128 on Rotten Tomatoes)
+    assert len(bench_clm.recipe_tokenize(tokenizer, train, max(lengths) + 1)) == 0

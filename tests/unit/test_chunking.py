@@ -82,3 +82,60 @@ def test_to_dataset_columns_and_labels_copy_input_ids():
     assert len(ds) == 4
     np.testing.assert_array_equal(np.stack(ds["labels"]), np.stack(ds["input_ids"]))
     assert (np.stack(ds["attention_mask"]) == 1).all()
+
+
+GPT2_STYLE_TEXTS = ["the film was good and the actors were fine.", "a bad film; the plot made no sense."] * 20
+
+
+@pytest.fixture(scope="module")
+def gpt2_style():
+    """A byte-level BPE tokenizer whose post-processor adds no special token, with <|endoftext|> as eos."""
+    from kfnlp.data.bpe import train_bpe
+
+    return train_bpe(GPT2_STYLE_TEXTS, vocab_size=300)
+
+
+def test_a_tokenizer_without_special_tokens_ends_each_document_with_eos(gpt2_style):
+    documents = ["the film was good", "a bad film", "fine"]
+    alone = [gpt2_style(d)["input_ids"] for d in documents]
+    assert all(gpt2_style.eos_token_id not in ids for ids in alone), "the tokenizer itself adds nothing"
+    s = chunking.tokenize(gpt2_style, documents)
+    eos = gpt2_style.eos_token_id
+    assert s.input_ids.tolist() == [i for ids in alone for i in [*ids, eos]]
+    assert s.doc_lengths.tolist() == [len(ids) + 1 for ids in alone]
+    ends = np.cumsum(s.doc_lengths) - 1
+    assert (s.word_ids[ends] == -1).all() and (np.delete(s.word_ids, ends) >= 0).all()
+    # the streaming path gives the same: one eos per document, at its end
+    got = list(chunking.segments(gpt2_style, documents, batch_size=2))
+    assert [seg.input_ids.tolist() for seg in got] == [[*ids, eos] for ids in alone]
+    assert all(seg.ends_document and seg.word_ids[-1] == -1 for seg in got)
+
+
+def test_a_long_document_gets_one_eos_after_its_last_piece(gpt2_style):
+    text = " ".join(GPT2_STYLE_TEXTS * 200) + "  end"
+    assert len(chunking.pieces(text)) > 2
+    whole = chunking.tokenize(gpt2_style, [text])
+    got = list(chunking.segments(gpt2_style, ["short one", text, "after"]))
+    eos = gpt2_style.eos_token_id
+    long_segments = got[1:-1]
+    assert len(long_segments) == len(chunking.pieces(text))
+    assert [eos in seg.input_ids for seg in long_segments] == [False] * (len(long_segments) - 1) + [True]
+    assert [seg.ends_document for seg in long_segments] == [False] * (len(long_segments) - 1) + [True]
+    assert np.concatenate([seg.input_ids for seg in long_segments]).tolist() == whole.input_ids.tolist()
+    assert got[0].input_ids[-1] == eos and got[-1].input_ids[-1] == eos
+
+
+def test_an_encoder_tokenizer_gets_no_extra_eos():
+    """BERT's post-processor adds [CLS] ... [SEP]: nothing else is appended (its eos, if any, is not used)."""
+    tok = load_tokenizer("builtin:splade-tiny")
+    s = chunking.tokenize(tok, ["one"])
+    assert s.input_ids.tolist() == tok("one")["input_ids"]
+
+
+def test_a_tokenizer_without_special_tokens_or_eos_gets_nothing_appended(gpt2_style):
+    from transformers import PreTrainedTokenizerFast
+
+    no_eos = PreTrainedTokenizerFast(tokenizer_object=gpt2_style.backend_tokenizer)
+    assert no_eos.eos_token_id is None
+    s = chunking.tokenize(no_eos, ["the film was good", "fine"])
+    assert s.input_ids.tolist() == no_eos("the film was good")["input_ids"] + no_eos("fine")["input_ids"]

@@ -118,7 +118,7 @@ def test_pipelines_config_unknown_pipeline():
 def test_run_unknown_pipeline():
     _one_error_line(
         run_cli("run", "nope", "--local"),
-        "unknown pipeline 'nope'; available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner",
+        "unknown pipeline 'nope'; available: adapt-then-cls, adapt-then-ner, clm-adapt, cls, mlm-adapt, ner",
     )
 
 

@@ -337,7 +337,7 @@ def test_from_json_errors():
 def test_unknown_pipeline():
     with pytest.raises(
         ConfigError,
-        match="unknown pipeline 'mlm-adpat'; available: adapt-then-cls, adapt-then-ner, cls, mlm-adapt, ner",
+        match="unknown pipeline 'mlm-adpat'; available: adapt-then-cls, adapt-then-ner, clm-adapt, cls, mlm-adapt, ner",
     ):
         catalog.get("mlm-adpat")
 
@@ -348,7 +348,10 @@ def test_unknown_pipeline():
 @pytest.mark.parametrize(
     ("ref", "fragment"),
     [
-        ("builtin:nope", "model: unknown builtin model builtin:nope; available: builtin:minilm, builtin:splade-tiny"),
+        (
+            "builtin:nope",
+            "model: unknown builtin model builtin:nope; available: builtin:gpt2-imdb, builtin:minilm, builtin:splade-tiny",
+        ),
         ("/no/such/model", "model: /no/such/model: no such model directory"),
         ("./relative/model", "model: ./relative/model: no such model directory"),
         ("", "model: empty model reference"),

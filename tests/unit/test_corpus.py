@@ -116,6 +116,15 @@ def test_builtin_imdb_source():
     assert len(corpus.documents) > 1000 and corpus.origin[0]["builtin"] == "imdb"
 
 
+def test_builtin_rotten_tomatoes_source_is_the_other_rows_of_the_same_file():
+    imdb, rt = load_corpus("builtin:imdb"), load_corpus("builtin:rotten-tomatoes")
+    assert (len(imdb.documents), len(rt.documents)) == (25_000, 8_530)
+    assert not set(imdb.documents) & set(rt.documents)
+    assert rt.origin == [{"builtin": "rotten-tomatoes", "sha256": imdb.origin[0]["sha256"]}]
+    assert max(len(d) for d in rt.documents) < 400 < max(len(d) for d in imdb.documents)  # sentences vs reviews
+    check_source("builtin:rotten-tomatoes")
+
+
 @pytest.mark.parametrize(
     ("record", "path", "expected"),
     [

@@ -1,4 +1,4 @@
-"""Evaluation artifacts (kind ``evaluation``), written by evaluate, evaluate-ner and evaluate-cls:
+"""Evaluation artifacts (kind ``evaluation``), written by evaluate, evaluate-ner, evaluate-cls and evaluate-clm:
 ``metrics.json`` (the whole result), ``report.md`` (and ``report.html``) and the predictions the
 scores are computed on: for NER ``predictions.conll`` (token, gold, predicted; tab separated), for
 text classification ``predictions.jsonl`` (one ``{"id", "gold", "predicted", "scores"}`` per example)."""
@@ -38,7 +38,7 @@ class Evaluation(Opened):
 
 
 def open_evaluation(uri: str, task: str | None = None) -> Evaluation:
-    """An evaluation artifact; with ``task``, one of that task (``mlm``, ``ner`` or ``cls``)."""
+    """An evaluation artifact; with ``task``, one of that task (``mlm``, ``ner``, ``cls`` or ``clm``)."""
     evaluation = Evaluation.open(uri, KIND)
     if task is not None and evaluation.manifest.get("task") != task:
         raise InputError(f"{uri}: a {evaluation.manifest.get('task')} evaluation, expected {task}")

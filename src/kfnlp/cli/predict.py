@@ -1,4 +1,4 @@
-"""``kfnlp predict fill-mask``, ``ner`` and ``text-classification``: a model on text (:mod:`kfnlp.predict`)."""
+"""``kfnlp predict fill-mask``, ``ner``, ``text-classification`` and ``generate``: a model on text (:mod:`kfnlp.predict`)."""
 
 from __future__ import annotations
 
@@ -52,18 +52,114 @@ def add_parser(sub) -> None:
     cls.add_argument("--top-k", type=int, default=5, help="labels per text (default: 5, at most the model's)")
     cls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cls.add_argument("texts", nargs="+", metavar="TEXT", help="text to classify")
+    _add_generate_parser(predict_sub)
+
+
+def _add_generate_parser(predict_sub) -> None:
+    gen = predict_sub.add_parser(
+        "generate",
+        help="continue text with a causal language model",
+        description="Each prompt continued by a causal LM (GPT-2, Llama, Qwen...) through transformers' "
+        "model.generate. Greedy decoding by default (the most likely token each step); --num-beams N keeps the N "
+        "most likely sequences (beam search); --do-sample draws each token at random from the model's "
+        "distribution, shaped by --temperature, --top-k and --top-p, seeded with --seed so that the same seed, "
+        "model and prompt give the same text. --temperature, --top-k, --top-p, --repetition-penalty and "
+        "--no-repeat-ngram-size, when left out, take the model's generation_config.json, else transformers' "
+        "defaults. Prints each prompt followed by its continuation (with --chat, the reply alone).",
+    )
+    gen.add_argument(
+        "--model",
+        required=True,
+        help="causal-LM model directory, kfnlp model artifact (local or s3://; a LoRA adapter loads onto its base), "
+        "Hub id, builtin:NAME or models:/NAME@ALIAS",
+    )
+    gen.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=50,
+        help="most tokens to add to each prompt (default: 50); prompt "
+        "and new tokens together must fit the model's context (its position embeddings)",
+    )
+    gen.add_argument(
+        "--num-beams",
+        type=int,
+        default=1,
+        help="beam search over this many sequences; 1 is greedy, or plain sampling with --do-sample (default: 1)",
+    )
+    gen.add_argument(
+        "--do-sample",
+        action="store_true",
+        help="sample each token from the model's distribution instead of taking the most likely one "
+        "(default: off); --temperature, --top-k and --top-p need it",
+    )
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        help="with --do-sample: divide the logits by this, > 0; below 1 sharper, above 1 flatter "
+        "(default: the model's generation config, else 1.0)",
+    )
+    gen.add_argument(
+        "--top-k",
+        type=int,
+        help="with --do-sample: draw from the K most likely tokens only; 0: no limit "
+        "(default: the model's generation config, else 50)",
+    )
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        help="with --do-sample: draw from the smallest set of most likely tokens whose probabilities add up to P, "
+        "in (0, 1]; 1: no limit (default: the model's generation config, else 1.0)",
+    )
+    gen.add_argument(
+        "--repetition-penalty",
+        type=float,
+        help="lower the score of every token already in the text by this factor, > 0; 1.0 is none, above 1 "
+        "discourages repeats, 1.2 a common choice (default: the model's generation config, else 1.0)",
+    )
+    gen.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        help="never repeat an n-gram of this many tokens; 0: off (default: the model's generation config, else 0)",
+    )
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="random seed, set before each prompt: the same seed gives the same sampled text (default: 42)",
+    )
+    gen.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the text as it is generated, through transformers' TextStreamer (default: off; not with "
+        "--num-beams above 1 or --json)",
+    )
+    gen.add_argument(
+        "--chat",
+        action="store_true",
+        help="send each prompt as a user message through the tokenizer's chat template and print the model's "
+        "reply (default: off; the tokenizer must have a chat template)",
+    )
+    gen.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON: prompt, completion, tokens (new tokens) and stopped (eos or max_new_tokens) per prompt",
+    )
+    gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="text to continue (with --chat: a user message)")
 
 
 def run(args: argparse.Namespace) -> int:
     from kfnlp.refs import check_model_ref
 
-    check_model_ref(args.model, "--model")
-    if not args.debug:  # a weight-loading bar is noise here, and would precede an error line
+    if not args.debug:  # a weight-loading bar is noise here, and would precede an error line; set before
+        # check_model_ref, which may import transformers (it reads the variable once, on import)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    check_model_ref(args.model, "--model")
     if args.task == "ner":
         return _ner(args)
     if args.task == "text-classification":
         return _classify(args)
+    if args.task == "generate":
+        return _generate(args)
     return _fill_mask(args)
 
 
@@ -117,4 +213,52 @@ def _fill_mask(args: argparse.Namespace) -> int:
         print(item["text"])
         for p in item["predictions"]:
             print(f"  {p['score']:7.4f}  {p['token']}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from kfnlp.predict import Decoding, generate
+
+    decoding = Decoding(
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        seed=args.seed,
+    )
+    decoding.check()  # before the model loads
+    if args.stream and args.json:
+        raise ConfigError("--stream prints text as it comes, --json all results at the end; drop one of them")
+    if args.stream:
+        return _generate_streaming(args, decoding)
+    results = generate(args.model, args.prompts, decoding, chat=args.chat)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for index, item in enumerate(results):
+        if index:
+            print()
+        print(item["completion"] if args.chat else item["prompt"] + item["completion"])
+    return 0
+
+
+def _generate_streaming(args: argparse.Namespace, decoding) -> int:
+    """The same lines as without --stream, each piece printed as soon as the streamer hands it over."""
+    from kfnlp.predict import generate
+
+    def on_text(index: int, piece: str) -> None:
+        if not piece:  # prompt ``index`` starts: end the previous one's line, then echo this prompt
+            if index:
+                print("\n")
+            if not args.chat:
+                print(args.prompts[index], end="", flush=True)
+            return
+        print(piece, end="", flush=True)
+
+    generate(args.model, args.prompts, decoding, chat=args.chat, on_text=on_text)
+    print()
     return 0

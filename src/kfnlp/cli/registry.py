@@ -11,13 +11,13 @@ from kfnlp.registry import Registry
 from kfnlp.registry.promotion import CHAMPION, PREVIOUS, PromoteConfig, decisions, promote, rollback
 
 SHOWN_METRICS = ("perplexity", "f1", "precision", "recall", "strict_f1", "eval_loss")
-READ_ONLY = ("list", "show", "diff")  # never create a store
+READ_ONLY = ("list", "show", "diff", "export")  # never create a store
 
 
 def add_parser(sub) -> None:
     registry = sub.add_parser(
         "registry",
-        help="model registry: list, show, diff, promote, rollback",
+        help="model registry: list, show, diff, promote, rollback, export",
         description="The model registry (MLflow): the embedded store under the kfnlp home by default, "
         "or the server in $MLFLOW_TRACKING_URI / --tracking-uri. Models load from it with "
         "--model models:/NAME@champion or models:/NAME/VERSION.",
@@ -50,6 +50,16 @@ def add_parser(sub) -> None:
     prom.add_argument("--force", action="store_true", help="promote even if the gate rejects (recorded as forced)")
     back = add_action("rollback", help="make @previous-champion the champion again")
     back.add_argument("name", metavar="NAME")
+    export = add_action(
+        "export",
+        help="write a version's model files to a new directory (--merge: a LoRA adapter merged into its base)",
+        description="Write the files of NAME's champion (NAME@ALIAS, NAME/VERSION: another version) to DIR, a "
+        "new or empty directory, as a model artifact; with --merge a LoRA adapter version is merged into its "
+        "base (tag kfnlp.adapter_base), so DIR loads with plain transformers: pipeline('text-generation', model=DIR).",
+    )
+    export.add_argument("name", metavar="NAME[@ALIAS|/VERSION]")
+    export.add_argument("--output", required=True, metavar="DIR", help="new or empty local directory")
+    export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base model")
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -98,8 +108,36 @@ def _version_row(registry: Registry, version, aliases: dict[int, list[str]]) -> 
     }
 
 
+def export_ref(spec: str) -> str:
+    """``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` as a ``models:/`` URI (a bare name: its champion)."""
+    name, at, alias = spec.partition("@")
+    if at:
+        return f"models:/{name}@{alias}"
+    head, slash, tail = spec.rpartition("/")
+    if slash and tail.isdigit():
+        return f"models:/{head}/{tail}"
+    return f"models:/{spec}@{CHAMPION}"
+
+
+def _export(registry: Registry, args: argparse.Namespace) -> int:
+    from kfnlp.modeling import export_model
+
+    version = registry.resolve(export_ref(args.name))
+    uri = f"models:/{version.name}/{version.version}"
+    result = export_model(uri, args.output, merge=args.merge, location=str(registry.download(uri)))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        what = "merged into its base" if result["merged"] else "a LoRA adapter" if result["adapter"] else "a model"
+        note = " (not an adapter: nothing to merge)" if args.merge and not result["merged"] else ""
+        print(f"exported {uri} to {args.output}: {what}{note}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     registry = Registry(args.tracking_uri, read_only=args.action in READ_ONLY)
+    if args.action == "export":
+        return _export(registry, args)
     if args.action == "promote":
         decision = promote(
             registry, args.name, args.version, PromoteConfig(margin=args.margin, guards=args.guard), args.force

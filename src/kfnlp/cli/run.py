@@ -84,12 +84,14 @@ def _runtime_image(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from kfnlp import catalog
     from kfnlp.launch.local import run_local
+    from kfnlp.launch.made_models import make_missing
     from kfnlp.refs import preflight
 
     entry = catalog.get(args.pipeline)
     config = catalog.load_config(entry, args.config, args.overrides)
     if args.image and args.runner != "docker":
         raise ConfigError("--image needs --runner docker")
+    make_missing(config)  # builtin:gpt2-imdb and the like, made on this machine once
     preflight(config)  # bad paths and model names fail here, before any stage starts
     log_path = os.path.join(args.output, "pipeline.log")
     print(f"kfnlp: running {entry.name} locally (kfp.local, {args.runner}); log: {log_path}")

@@ -14,6 +14,10 @@ the same result. A document longer than :data:`PIECE_CHARS` is tokenized in piec
 right before a space that follows a non-space character (see :func:`pieces`): the whitespace run
 goes with the word after it, so a tokenizer that splits words at whitespace before anything else
 (BERT's WordPiece, as the embedded one) gives exactly the tokens and word ids of the whole text.
+
+A tokenizer whose post-processor adds no special token but that has an end-of-text token (GPT-2's
+``<|endoftext|>``) gets that token at the end of each document (word id -1), as GPT-2 was trained:
+without it a causal LM would read documents run together with nothing between them.
 """
 
 from __future__ import annotations
@@ -58,14 +62,15 @@ def _backend(tokenizer):
 def tokenize(tokenizer, documents: list[str], batch_size: int = 2000) -> TokenStream:
     """Tokenize with the backend's parallel batch encoder, keeping word ids."""
     backend = _backend(tokenizer)
+    end = _end_of_document(tokenizer, backend)
     ids_parts: list[np.ndarray] = []
     word_parts: list[np.ndarray] = []
     lengths = np.empty(len(documents), dtype=np.int64)
     offset = 0
     for start in range(0, len(documents), batch_size):
         for i, enc in enumerate(backend.encode_batch(documents[start : start + batch_size]), start=start):
-            ids = np.asarray(enc.ids, dtype=np.int32)
-            words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+            ids = np.asarray([*enc.ids, *end], dtype=np.int32)
+            words = np.asarray([-1 if w is None else w for w in enc.word_ids] + [-1] * len(end), dtype=np.int64)
             valid = words >= 0
             words[valid] += offset
             if valid.any():
@@ -186,33 +191,43 @@ def _special_tokens(backend) -> tuple[list[int], list[int]]:
     return list(probe.ids[: content[0]]), list(probe.ids[content[-1] + 1 :])
 
 
+def _end_of_document(tokenizer, backend) -> list[int]:
+    """What to append to each encoded document: the eos token when the post-processor adds no special
+    token and the tokenizer has one (GPT-2), else nothing (the post-processor's tokens do the job)."""
+    prefix, suffix = _special_tokens(backend)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return [eos] if not prefix and not suffix and isinstance(eos, int) else []
+
+
 def segments(
     tokenizer, documents: Iterable[str], batch_size: int = 2000, batch_chars: int = BATCH_CHARS
 ) -> Iterator[Segment]:
     """The documents tokenized as :func:`tokenize` does, in batches of at most ``batch_size``
     documents or ``batch_chars`` characters; a document longer than :data:`PIECE_CHARS` comes
     as several segments (its :func:`pieces`, tokenized without special tokens, which the first
-    and last segment get)."""
+    and last segment get, as the last gets the end-of-document eos)."""
     backend = _backend(tokenizer)
+    end = _end_of_document(tokenizer, backend)
     batch: list[str] = []
     chars = 0
     for document in documents:
         if len(document) > PIECE_CHARS:
-            yield from (_segment(enc) for enc in backend.encode_batch(batch))
+            yield from (_segment(enc, suffix=end) for enc in backend.encode_batch(batch))
             batch, chars = [], 0
-            yield from _long_document(backend, document, batch_chars)
+            yield from _long_document(backend, document, batch_chars, end)
             continue
         batch.append(document)
         chars += len(document)
         if len(batch) >= batch_size or chars >= batch_chars:
-            yield from (_segment(enc) for enc in backend.encode_batch(batch))
+            yield from (_segment(enc, suffix=end) for enc in backend.encode_batch(batch))
             batch, chars = [], 0
     if batch:
-        yield from (_segment(enc) for enc in backend.encode_batch(batch))
+        yield from (_segment(enc, suffix=end) for enc in backend.encode_batch(batch))
 
 
-def _long_document(backend, document: str, batch_chars: int) -> Iterator[Segment]:
+def _long_document(backend, document: str, batch_chars: int, end: list[int]) -> Iterator[Segment]:
     prefix, suffix = _special_tokens(backend)
+    suffix = [*suffix, *end]
     parts = pieces(document)
     per_batch = max(1, batch_chars // PIECE_CHARS)
     for first in range(0, len(parts), per_batch):

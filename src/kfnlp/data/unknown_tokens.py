@@ -5,7 +5,8 @@ noise. The preprocess stages count it per split into their manifest and warn abo
 
 Only text sub-tokens count: special tokens ([CLS], [SEP], padding) are left out, except the
 unknown token itself. A tokenizer without an unknown token (byte-level BPE never needs one)
-counts 0 unknown tokens.
+counts 0 unknown tokens, and so does one whose unknown token is also its bos, eos or pad token
+(GPT-2's ``<|endoftext|>``, which preprocess puts after each document).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class UnknownTokens:
 
     def __init__(self, tokenizer, batch_tokens: int = 1 << 20):
         self.unk_id = getattr(tokenizer, "unk_token_id", None)
+        if self.unk_id in {getattr(tokenizer, f"{role}_token_id", None) for role in ("bos", "eos", "pad")}:
+            self.unk_id = None  # GPT-2: <|endoftext|> ends documents; byte-level text never yields it
         self.unk_token = getattr(tokenizer, "unk_token", None)
         special = set(getattr(tokenizer, "all_special_ids", ())) - {self.unk_id}
         self._special = np.asarray(sorted(special), dtype=np.int64)

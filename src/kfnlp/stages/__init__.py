@@ -25,6 +25,8 @@ MODULES = (
     "preprocess_cls",
     "train_cls",
     "evaluate_cls",
+    "train_clm",
+    "evaluate_clm",
     "compare",
 )
 

@@ -28,7 +28,7 @@ class RegisterConfig:
     primary_metric: str | None = option(
         None,
         "the metric the promotion gate compares, one the task logs (e.g. macro_f1 for imbalanced classes); "
-        "default: the task's own (mlm perplexity, ner f1, ner with plain tags accuracy, cls accuracy)",
+        "default: the task's own (mlm and clm perplexity, ner f1, ner with plain tags accuracy, cls accuracy)",
     )
 
     def __post_init__(self):
@@ -112,6 +112,40 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
             "the model inherits the biases of its encoder and of the annotations."
         )
         load = 'pipeline("token-classification", model="PATH/TO/model", aggregation_strategy="simple")'
+    elif evaluation.get("task") == "clm":
+        rows = [["perplexity (adapted)", m["perplexity"]], ["eval loss (adapted)", m["eval_loss"]]]
+        if baseline:
+            rows.insert(0, ["perplexity (base)", baseline["metrics"]["perplexity"]])
+        task = "Task: causal language modelling (text generation), domain-adapted with kfnlp."
+        data = f"{training.get('train_chunks')} chunks, {training.get('global_step')} optimizer steps."
+        method = (
+            f"Perplexity = exp(mean cross-entropy of the next token) over all {m['tokens']} predicted positions "
+            f"of the first {m['eval_chunks']} chunks of the dataset's {evaluation['split']} split (held-out "
+            f"documents; eval set `{evaluation['eval_set_fingerprint']}`), the stock model's loss with labels = "
+            "input ids. It measures how well the model predicts held-out text of this corpus, not the quality "
+            "of what it generates; compare it only between models with the same tokenizer on the same eval set."
+        )
+        extra = (
+            [
+                f"A LoRA adapter on `{model_manifest['adapter_base']}`; `kfnlp registry export {name}/VERSION "
+                "--output DIR --merge` writes it merged into its base, a plain model directory."
+            ]
+            if model_manifest.get("adapter_base")
+            else []
+        )
+        lineage = f"{model_manifest.get('base_model')} {model_manifest.get('adapter_base')}"
+        tiny = (
+            "The embedded base (builtin:gpt2-imdb) is a tiny GPT-2 kfnlp trains from scratch on IMDB reviews on "
+            "this machine: it writes fluent-looking but mostly incoherent text, and its perplexities are not "
+            "comparable with those of published models. It demonstrates the recipe; it is not a model to deploy. "
+            if "builtin:gpt2-imdb" in lineage
+            else ""
+        )
+        use = (
+            f"Continues text like the training corpus. {tiny}The model inherits the biases of its base model and "
+            "of the corpus; read its generations before any use."
+        )
+        load = 'pipeline("text-generation", model="PATH/TO/model")'
     else:
         rows = [["perplexity (adapted)", m["perplexity"]]]
         if baseline:
@@ -157,6 +191,7 @@ TASK_METRICS = {
     "ner": (("f1", "precision", "recall", "strict_f1", "accuracy"), "f1", "token-classification"),
     "ner-plain": (("accuracy", "macro_f1"), "accuracy", "token-classification"),
     "cls": (("accuracy", "macro_f1", "micro_f1"), "accuracy", "text-classification"),
+    "clm": (("perplexity", "eval_loss"), "perplexity", "text-generation"),
 }
 
 
@@ -202,6 +237,7 @@ def register(
     tags = {
         "kfnlp.task": TASK_METRICS[task_of(result)][2],
         "kfnlp.base_model": trained.manifest["base_model"],
+        "kfnlp.adapter_base": trained.manifest.get("adapter_base"),  # a LoRA adapter: the model it loads onto
         "kfnlp.dataset_fingerprint": trained.manifest["dataset_fingerprint"],
         "kfnlp.eval_set_fingerprint": result.get("eval_set_fingerprint") or result.get("dataset_fingerprint"),
         "kfnlp.code_version": code_version(),
@@ -235,7 +271,7 @@ STAGE = Stage(
     function=register,
     help="record the model as a new version in the model registry",
     inputs=(
-        Input("model", "model artifact from train-mlm, train-ner or train-cls", required=True, kind="model"),
+        Input("model", "model artifact from train-mlm, train-ner, train-cls or train-clm", required=True, kind="model"),
         Input("evaluation", "evaluation of that model", required=True, kind="artifact"),
         Input("baseline", "evaluation of the base model (optional)", kind="artifact"),
         Input("run_name", "pipeline run name"),

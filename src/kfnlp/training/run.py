@@ -36,6 +36,7 @@ class TrainerJob:
     validation_metric: str | None = None  # the last evaluation that has it goes into the summary as "validation"
     on_resume: Callable[[int], None] | None = None  # restores state the Trainer does not know (given the step)
     loss: Callable | None = None  # the Trainer's compute_loss_func (class weights); default labelled_token_loss
+    saved_model: Callable[[Any], Any] | None = None  # the model to write, given the trained one (a LoRA merge)
 
 
 def speed_arguments(config: TrainingConfig) -> dict[str, Any]:
@@ -91,6 +92,7 @@ def run_trainer(stage: str, output: str, config: TrainingConfig, job: TrainerJob
     summary.update(precision=job.precision, **job.summary_facts, config=asdict(config), **ckpt.summary())
     if not trainer.is_world_process_zero():  # data-parallel: global rank 0 writes the artifact
         return {"training": summary}
-    manifest = write_model(output, job.model, job.tokenizer, summary, copy=job.model_files, **job.manifest_facts)
+    model = job.model if job.saved_model is None else job.saved_model(job.model)
+    manifest = write_model(output, model, job.tokenizer, summary, copy=job.model_files, **job.manifest_facts)
     checkpoints.finish(ckpt, rank0=True)
     return manifest

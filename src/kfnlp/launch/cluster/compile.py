@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp import catalog
+from kfnlp.assets import made_builtin
 from kfnlp.catalog import PipelineEntry, pipeline_arguments
-from kfnlp.config import to_dict
+from kfnlp.config import fields_of_kind, to_dict
 from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster.settings import (
     HF_KEYS,
@@ -255,6 +256,14 @@ def compile_to(entry: PipelineEntry, config, cluster: ClusterConfig, output: Pat
             "an MLflow store inside their pod, which is lost when the pod ends",
             SECTION,
         )
+    for key, value, _ in fields_of_kind(config, "model"):
+        if made_builtin(value):
+            log.warning(
+                "kfnlp: warning: %s is %s, which is made on the machine that runs it, not shipped: in a pod each "
+                "stage would find it missing; set it to a Hub id, an s3:// model artifact or a models:/ reference",
+                key,
+                value,
+            )
     gpu_tasks: list[str] = []
     pipeline = cluster_pipeline(entry, cluster, gpu_tasks)
     # a new private file next to the destination (no name anyone can guess or pre-create), renamed over it

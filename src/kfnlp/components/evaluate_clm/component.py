@@ -1,0 +1,31 @@
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from kfnlp.components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate_clm(
+    config: str,
+    label: str,
+    dataset: Input[Dataset],
+    results: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    model_ref: str = "",
+    model: Optional[Input[Model]] = None,
+):
+    """Causal-LM perplexity on the held-out chunks of a preprocess dataset, plus greedy and sampled
+    generations, for a model artifact or (``model_ref``) a Hub id, path or builtin model."""
+    from kfnlp.config import from_json
+    from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
+    from kfnlp.stages.evaluate_clm import STAGE, evaluate_clm
+
+    with stage_guard(STAGE.name, results):
+        cfg = from_json(STAGE.config, config, STAGE.section)
+        out = destination(results)
+        result = evaluate_clm(source(model) if model is not None else model_ref, source(dataset), out, cfg, label)
+        log_metrics(metrics, result["metrics"])
+        copy_file(out, "report.md", report.path)

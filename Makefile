@@ -139,9 +139,10 @@ test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-t
 	KFNLP_IMAGE_TESTS=$(KFNLP_IMAGE_TESTS) KFNLP_IMAGE_BASE=$(IMAGE_TEST_BASE) \
 	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
 
-# the fast subset while you work (a few minutes): tests/unit and tests/stages, no servers, images or cluster tools
+# the fast subset while you work (a few minutes): tests/unit and tests/stages without the slow ones (making
+# builtin:gpt2-imdb, ...), no servers, images or cluster tools
 test-fast: setup
-	$(BIN)/python -m pytest tests/unit tests/stages $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/stages -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks tools

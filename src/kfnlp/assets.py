@@ -54,7 +54,7 @@ class MadeModel:
 MADE_MODELS = {
     "gpt2-imdb": MadeModel(
         about="a tiny GPT-2 (2 layers, hidden 128, 8,192-token byte-level BPE) trained from scratch on IMDB reviews",
-        minutes="about 3 min",
+        minutes="about 3-4 min",
         recipe={
             "tokenizer": {"source": "builtin:imdb", "vocab_size": 8192, "min_frequency": 2},
             "preprocess": {"source": "builtin:imdb", "chunk_size": 128, "test_size": 0.05, "seed": 42},
@@ -63,9 +63,9 @@ MADE_MODELS = {
                 "scratch_layers": 2,
                 "scratch_heads": 2,
                 "scratch_hidden": 128,
-                "max_steps": 300,
-                "batch_size": 16,
-                "learning_rate": 1e-3,
+                "max_steps": 600,
+                "batch_size": 8,
+                "learning_rate": 2e-3,
                 "seed": 42,
             },
         },

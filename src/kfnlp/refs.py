@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kfnlp.assets import made_builtin
 from kfnlp.config import fields_of_kind, sequence_length_fields
 from kfnlp.errors import ConfigError, KfnlpError
 from kfnlp.storage import store_for
@@ -86,11 +87,12 @@ def check_model_ref(ref: str, key: str = "model") -> None:
             )
 
 
-def preflight(config: Any) -> None:
+def preflight(config: Any, *, unmade_ok: bool = False) -> None:
     """Cheap checks of a validated pipeline config before launching any stage:
     local corpus sources exist, are readable, non-empty and of a supported type;
     model references resolve; no sequence length (``preprocess.chunk_size``, ``max_length``...) exceeds
-    the position limit of the pipeline's ``model``. Raises ConfigError/InputError naming the key."""
+    the position limit of the pipeline's ``model``. Raises ConfigError/InputError naming the key.
+    ``unmade_ok``: a made builtin (``builtin:gpt2-imdb``) not made yet passes, as one about to be made."""
     from kfnlp.data.cls_corpus import check_cls_source
     from kfnlp.data.corpus import check_source
     from kfnlp.data.ner_corpus import check_ner_source
@@ -103,7 +105,7 @@ def preflight(config: Any) -> None:
         "cls_source": check_cls_source,
     }
     for key, value, kind in fields_of_kind(config, *checks):
-        if isinstance(value, str):
+        if isinstance(value, str) and not (unmade_ok and kind == "model" and made_builtin(value)):
             checks[kind](value, key)
     model = getattr(config, "model", None)
     if isinstance(model, str):  # every stage of a pipeline tokenizes and trains with its model

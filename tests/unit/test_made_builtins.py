@@ -135,3 +135,13 @@ def test_kfnlp_run_makes_a_missing_made_builtin_before_the_preflight(kfnlp_home,
     with pytest.raises(RuntimeError, match="the pipeline started"):
         main([*args, "--debug"])
     assert made == ["gpt2-imdb"]
+
+
+def test_kfnlp_run_checks_the_rest_of_the_config_before_making(kfnlp_home, monkeypatch, tmp_path, capsys):
+    """A typo elsewhere in the config fails in a second, not after minutes of making the model."""
+    made = []
+    monkeypatch.setattr(made_models, "make", made.append)
+    args = ["run", "clm-adapt", "--local", "--output", str(tmp_path / "out")]
+    assert main([*args, "--set", f"preprocess.source={tmp_path / 'missing.txt'}"]) != 0
+    assert "preprocess.source" in capsys.readouterr().err
+    assert made == []

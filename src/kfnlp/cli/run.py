@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     config = catalog.load_config(entry, args.config, args.overrides)
     if args.image and args.runner != "docker":
         raise ConfigError("--image needs --runner docker")
-    make_missing(config)  # builtin:gpt2-imdb and the like, made on this machine once
-    preflight(config)  # bad paths and model names fail here, before any stage starts
+    preflight(config, unmade_ok=True)  # bad paths and model names fail here, before any stage starts
+    if make_missing(config):  # builtin:gpt2-imdb and the like, made on this machine once
+        preflight(config)  # and now with the made model's own limits
     log_path = os.path.join(args.output, "pipeline.log")
     print(f"kfnlp: running {entry.name} locally (kfp.local, {args.runner}); log: {log_path}")
     summary = run_local(

@@ -20,23 +20,35 @@ from kfnlp.config import apply_overrides, blame_file, build, deep_merge, option,
 from kfnlp.errors import ConfigError
 from kfnlp.registry.promotion import PromoteConfig
 from kfnlp.stages.compare import CompareConfig
+from kfnlp.stages.evaluate import METRICS as MLM_METRICS
 from kfnlp.stages.evaluate import EvaluateConfig
+from kfnlp.stages.evaluate_clm import METRICS as CLM_METRICS
 from kfnlp.stages.evaluate_clm import EvaluateClmConfig
+from kfnlp.stages.evaluate_cls import METRICS as CLS_METRICS
 from kfnlp.stages.evaluate_cls import EvaluateClsConfig
+from kfnlp.stages.evaluate_ner import METRICS as NER_METRICS
 from kfnlp.stages.evaluate_ner import EvaluateNerConfig
 from kfnlp.stages.mask_eval import MaskEvalConfig
 from kfnlp.stages.preprocess import PreprocessConfig
 from kfnlp.stages.preprocess_cls import PreprocessClsConfig
 from kfnlp.stages.preprocess_ner import NerPreprocessConfig
-from kfnlp.stages.register import RegisterConfig
+from kfnlp.stages.register import TASK_METRICS, RegisterConfig
 from kfnlp.stages.train_clm import TrainClmConfig
 from kfnlp.stages.train_cls import TrainClsConfig
 from kfnlp.stages.train_mlm import TrainMlmConfig
 from kfnlp.stages.train_ner import TrainNerConfig
+from kfnlp.sweep import SweepConfig, SweepPlan, SweepTarget, plan
 
 PIPELINES_DIR = Path(__file__).parent / "pipelines"
 CLUSTER = "cluster"  # the config file section (and --set prefix) for kfnlp compile, submit and upload
 T = TypeVar("T")
+
+# what each pipeline sweeps: its train stage, scored by its evaluate stage on the validation split or (masked
+# and causal LM) the evaluate stage's fixed eval set; by default on the registry's primary metric of the task
+MLM_SWEEP = SweepTarget("train_mlm", "evaluate", MLM_METRICS, TASK_METRICS["mlm"][1], None)
+NER_SWEEP = SweepTarget("train_ner", "evaluate_ner", NER_METRICS, TASK_METRICS["ner"][1], "validation")
+CLS_SWEEP = SweepTarget("train_cls", "evaluate_cls", CLS_METRICS, TASK_METRICS["cls"][1], "validation")
+CLM_SWEEP = SweepTarget("train_clm", "evaluate_clm", CLM_METRICS, TASK_METRICS["clm"][1], None)
 
 
 @dataclass
@@ -53,6 +65,7 @@ class MlmAdaptConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -68,6 +81,7 @@ class NerConfig:
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -88,6 +102,7 @@ class AdaptThenNerConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -103,6 +118,7 @@ class ClsConfig:
     evaluate_cls: EvaluateClsConfig = field(default_factory=EvaluateClsConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -123,6 +139,7 @@ class AdaptThenClsConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass
@@ -138,6 +155,7 @@ class ClmAdaptConfig:
     evaluate_clm: EvaluateClmConfig = field(default_factory=EvaluateClmConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 @dataclass(frozen=True)
@@ -147,10 +165,15 @@ class PipelineEntry:
     function: str
     config_type: type
     description: str
+    sweep: SweepTarget | None = None  # what a sweep: block tries and scores; None: the pipeline cannot sweep
 
     @property
     def defaults_file(self) -> Path:
         return PIPELINES_DIR / self.module.split(".")[-2] / "defaults.yaml"
+
+    def sweep_plan(self, config: Any) -> SweepPlan | None:
+        """The trials of ``config``'s sweep block (None: no sweep); a bad block raises ConfigError."""
+        return plan(config, self.sweep)
 
 
 PIPELINES = {
@@ -160,6 +183,7 @@ PIPELINES = {
         "mlm_adapt",
         MlmAdaptConfig,
         "masked-LM domain adaptation: preprocess, mask-eval, train-mlm, evaluate before/after, register",
+        MLM_SWEEP,
     ),
     "ner": PipelineEntry(
         "ner",
@@ -167,6 +191,7 @@ PIPELINES = {
         "ner",
         NerConfig,
         "named-entity recognition: preprocess-ner, train-ner, evaluate-ner (seqeval), register",
+        NER_SWEEP,
     ),
     "adapt-then-ner": PipelineEntry(
         "adapt-then-ner",
@@ -174,6 +199,7 @@ PIPELINES = {
         "adapt_then_ner",
         AdaptThenNerConfig,
         "does domain adaptation help NER? adapt a masked-LM, fine-tune NER from base and adapted, compare",
+        MLM_SWEEP,
     ),
     "cls": PipelineEntry(
         "cls",
@@ -181,6 +207,7 @@ PIPELINES = {
         "cls",
         ClsConfig,
         "text classification: preprocess-cls, train-cls, evaluate-cls (scikit-learn), register",
+        CLS_SWEEP,
     ),
     "adapt-then-cls": PipelineEntry(
         "adapt-then-cls",
@@ -189,6 +216,7 @@ PIPELINES = {
         AdaptThenClsConfig,
         "does domain adaptation help text classification? adapt a masked-LM, fine-tune a classifier from base "
         "and adapted, compare",
+        MLM_SWEEP,
     ),
     "clm-adapt": PipelineEntry(
         "clm-adapt",
@@ -196,6 +224,7 @@ PIPELINES = {
         "clm_adapt",
         ClmAdaptConfig,
         "causal-LM domain adaptation: preprocess, train-clm, evaluate-clm before/after (perplexity, samples), register",
+        CLM_SWEEP,
     ),
 }
 
@@ -204,6 +233,13 @@ def get(name: str) -> PipelineEntry:
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}; available: {', '.join(sorted(PIPELINES))}")
     return PIPELINES[name]
+
+
+def _built(entry: PipelineEntry, data: dict[str, Any]) -> Any:
+    """``entry``'s config from a mapping, its sweep checked too: every loader refuses a bad one."""
+    config = build(entry.config_type, data)
+    entry.sweep_plan(config)
+    return config
 
 
 def layered(
@@ -235,7 +271,7 @@ def load_config(entry: PipelineEntry, config_file: str | None = None, overrides:
     A file's ``cluster:`` section and ``--set cluster.*`` are for ``kfnlp compile``/``submit``
     and are ignored here."""
     return layered(
-        lambda data: build(entry.config_type, data),
+        lambda data: _built(entry, data),
         read_yaml(entry.defaults_file),
         config_file,
         [item for item in overrides if not item.startswith(CLUSTER + ".")],
@@ -255,7 +291,7 @@ def load_config_and_cluster(
     def build_both(data: dict[str, Any]) -> tuple[Any, T]:
         data = dict(data)
         cluster = data.pop(CLUSTER, None)
-        return build(entry.config_type, data), build_cluster(cluster)
+        return _built(entry, data), build_cluster(cluster)
 
     return layered(build_both, read_yaml(entry.defaults_file), config_file, overrides)
 
@@ -275,10 +311,13 @@ def load_section(
 
 
 def pipeline_arguments(config) -> dict[str, str]:
-    """Pipeline parameters: plain fields as they are, stage sections as JSON strings."""
+    """Pipeline parameters: plain fields as they are, stage sections as JSON strings; the sweep block is
+    compiled into the pipeline's graph (its trials), not a parameter."""
     args = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if isinstance(value, SweepConfig):
+            continue
         if dataclasses.is_dataclass(value):
             args[f"{f.name}_config"] = json.dumps(to_dict(value), sort_keys=True)
         else:

@@ -121,12 +121,17 @@ def _type_name(tp: Any) -> str:
         names = [_type_name(a) for a in get_args(tp) if a is not type(None)]
         return " or ".join(names) + (" or null" if type(None) in get_args(tp) else "")
     if origin is list:
-        item = get_args(tp)[0]
-        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
-        return f"a list of {plural.get(item) or _type_name(item)}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(
+        return f"a list of {_plural(get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of string keys to {_plural(get_args(tp)[1])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
+
+
+def _plural(tp: Any) -> str:
+    plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values", list: "lists"}
+    return plural.get(tp) or _type_name(tp)
 
 
 def _bool_hint(value: Any) -> str:
@@ -164,25 +169,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 if value.strip().lower() == str(choice).lower():
                     return choice
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}{_bool_hint(value)}", key)
-    if origin is list:
+    if origin is list or tp is list:  # a bare list: any items, as given
         if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError:
-                    try:
-                        value = load_yaml(text)
-                    except yaml.YAMLError as exc:
-                        problem = getattr(exc, "problem", None) or "not a list"
-                        raise ConfigError(
-                            f"{key}: expected a list like [a, b], got {shown(value)} ({problem})", key
-                        ) from None
-            else:
-                value = [value]
+            value = _parsed(value, "list", "[a, b]", key) if value.strip().startswith("[") else [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}", key)
+        if tp is list:
+            return list(value)
         return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:  # dict[str, X]: string keys, each value coerced as X at key.KEY
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = _parsed(value, "mapping", "{a: 1}", key)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {shown(value)}", key)
+        for name in value:
+            if not isinstance(name, str):
+                raise ConfigError(f"{key}: expected string keys, got {shown(name)} (quote it)", key)
+        return {name: _coerce(v, get_args(tp)[1], f"{key}.{name}") for name, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -237,6 +240,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     raise ConfigError(f"{key}: unsupported type {tp}", key)  # pragma: no cover - programming error
+
+
+def field_value(cls: type, name: str, value: Any, key: str) -> Any:
+    """``value`` converted to the type of field ``name`` of dataclass ``cls`` as :func:`build` converts it
+    (without the class's own checks); a ConfigError names ``key``."""
+    return _coerce(value, get_type_hints(cls)[name], key)
+
+
+def _parsed(text: str, kind: str, example: str, key: str) -> Any:
+    """A list or mapping written in a ``--set`` string: JSON first (so that 1e-4 is a number, which
+    YAML 1.1 reads as a string), then YAML (unquoted words)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or f"not a {kind}"
+        raise ConfigError(f"{key}: expected a {kind} like {example}, got {shown(text)} ({problem})", key) from None
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:
@@ -392,14 +415,20 @@ def yaml_key_line(path: str | Path, key: str) -> int | None:
         return None
     line = None
     for part in key.split("."):
+        name, _, indices = part.partition("[")  # a list item: name[i] (or name[i][j])
         if not isinstance(node, yaml.MappingNode):
             break
         for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == part:
+            if isinstance(k, yaml.ScalarNode) and k.value == name:
                 line, node = k.start_mark.line + 1, v
                 break
         else:
             break
+        for index in indices.rstrip("]").split("][") if indices else ():
+            if not (index.isdigit() and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value)):
+                return line
+            node = node.value[int(index)]
+            line = node.start_mark.line + 1
     return line
 
 

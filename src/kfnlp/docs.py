@@ -66,6 +66,8 @@ def type_name(tp: Any) -> str:
         return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin is list:
         return f"list of {type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {type_name(get_args(tp)[0])} to {type_name(get_args(tp)[1])}"
     return getattr(tp, "__name__", str(tp))
 
 

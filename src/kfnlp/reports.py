@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from typing import Any
 
 
@@ -296,6 +298,48 @@ def _ner_rows(metrics: dict) -> list[list[Any]]:
     ]
 
 
+def sweep_markdown(sweep: dict, location: str | None, log: str | None) -> list[str]:
+    """The run report's sweep section: the choice, every trial (chosen one marked) and the plot."""
+    keys, metric = sweep["keys"], sweep["metric"]
+    trials = sweep["trials"]
+    failed = [t for t in trials if t["status"] != "succeeded"]
+    chosen = next(t for t in trials if t["selected"])
+    parts = [
+        "## Sweep",
+        f"{len(trials)} trials of {sweep['stage'].replace('_', '-')}, chosen by {metric} "
+        f"({'higher' if sweep['direction'] == 'maximize' else 'lower'} is better) on "
+        f"{sweep.get('scored_on') or 'the selection set'}: **trial {chosen['index']} ({chosen['label']})**, "
+        f"{metric} {_fmt(chosen['metric'])}"
+        + (f"; {len(failed)} failed" if failed else "")
+        + (
+            f"; trials {', '.join(str(i) for i in sweep['ties'])} tied, the first was kept"
+            if len(sweep.get("ties") or []) > 1
+            else ""
+        )
+        + ". Only the chosen model went on to the test split and the registry.",
+        table(
+            ["trial", *keys, metric, "status", "chosen"],
+            [
+                [
+                    t["index"],
+                    *(t["values"].get(k) for k in keys),
+                    t["metric"],
+                    t["error"] or t["status"],
+                    "✓" if t["selected"] else "",
+                ]
+                for t in trials
+            ],
+        ),
+    ]
+    if location:
+        plot = f"{location}/sweep.svg"
+        if log and not location.startswith("s3://"):
+            with contextlib.suppress(ValueError):
+                plot = os.path.relpath(plot, os.path.dirname(log))
+        parts.append(f"![{metric} against each swept key]({plot})")
+    return parts
+
+
 def run_report(summary: dict) -> str:
     """The run's report.md: outcome first, then stages, training, data, examples and artifacts."""
     metrics, artifacts = summary["metrics"], summary["artifacts"]
@@ -342,6 +386,8 @@ def run_report(summary: dict) -> str:
         parts.append(table(["model", "accuracy", "macro F1", "examples"], cls_rows))
     if "comparison" in artifacts:
         parts.append(f"Comparison report: `{artifacts['comparison']}/report.md` (and `report.html`).")
+    if summary.get("sweep"):
+        parts += sweep_markdown(summary["sweep"], summary.get("artifacts", {}).get("sweep"), summary.get("log"))
     parts.append("## Stages")
     parts.append(
         table(

@@ -14,7 +14,7 @@ from kfnlp.artifacts import read_evaluation
 from kfnlp.assets import resolve_model_ref
 from kfnlp.errors import InputError
 from kfnlp.metrics import perplexity
-from kfnlp.stages.evaluate import EvaluateConfig, evaluate_mlm
+from kfnlp.stages.evaluate import METRICS, EvaluateConfig, evaluate_mlm
 
 
 def stock_loss(eval_set: Path) -> float:
@@ -36,6 +36,7 @@ def test_perplexity_equals_exp_of_plain_transformers_loss(tiny_eval_set, tmp_pat
     config = EvaluateConfig(batch_size=16, sparse_head=sparse_head, prompts=["a [MASK] film."], top_k=3)
     result = evaluate_mlm("builtin:splade-tiny", str(tiny_eval_set), str(tmp_path / "ev"), config, "base")
     assert result["metrics"]["perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert set(METRICS) <= set(result["metrics"])  # what a sweep may select on is written
     assert result["sparse_head"] is sparse_head
     assert len(result["fill_mask"][0]["predictions"]) == 3
     assert read_evaluation(str(tmp_path / "ev"))["metrics"] == result["metrics"]

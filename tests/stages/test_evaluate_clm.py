@@ -15,7 +15,7 @@ from transformers import GPT2LMHeadModel
 
 from kfnlp.artifacts import read_evaluation
 from kfnlp.errors import ConfigError, InputError
-from kfnlp.stages.evaluate_clm import EvaluateClmConfig, evaluate_clm
+from kfnlp.stages.evaluate_clm import METRICS, EvaluateClmConfig, evaluate_clm
 
 ADJECTIVES = ["great", "dull", "moving", "silly", "brilliant", "slow", "funny", "tense"]
 NOUNS = ["movie", "film", "plot", "cast", "script", "ending", "score", "director"]
@@ -105,6 +105,7 @@ def test_perplexity_is_exp_of_the_stock_loss_over_the_whole_set(gpt2, clm_datase
     assert m["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
     assert m["eval_loss"] == pytest.approx(loss, rel=1e-5)
     assert m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]), rel=1e-12)
+    assert set(METRICS) <= set(m)  # what a sweep may select on is written
     assert m["eval_chunks"] == len(ids) and m["tokens"] == len(ids) * (CHUNK - 1)
     stored = read_evaluation(str(tmp_path / "ev"))
     assert stored["metrics"] == m and stored["task"] == "clm" and stored["label"] == "base"

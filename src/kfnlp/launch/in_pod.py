@@ -3,6 +3,9 @@
 ``stage_guard`` times the stage, records the time on the output artifact's metadata,
 and turns a :class:`KfnlpError` into one clear log line, an error file next to the
 outputs (which ``kfnlp run`` reads to say why a stage failed) and a non-zero exit.
+In a sweep's trial (``$KFNLP_SWEEP_TRIAL`` set on the task) a failing task would fail the
+whole pipeline, so there a failure is recorded instead: a ``failed-trial`` artifact where the
+stage's output goes, and a normal exit; the select-best stage reports it.
 
 ``source`` and ``destination`` say where a stage reads and writes its artifacts. Normally
 that is the artifact's local path (on a cluster KFP's launcher moves the files to and from
@@ -25,9 +28,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kfnlp.errors import KfnlpError, StorageError
+from kfnlp.config import bounded
+from kfnlp.errors import KfnlpError, Preempted, StorageError
 from kfnlp.launch import quick_exit
-from kfnlp.storage import open_artifact, shared_uri
+from kfnlp.storage import open_artifact, shared_uri, store_for, write_artifact
+from kfnlp.sweep import FAILED_TRIAL_KIND, TRIAL_ENV, merged
 
 ERROR_FILE = "kfnlp-error.json"
 STORAGE_ENV = "KFNLP_STORAGE"
@@ -47,23 +52,97 @@ def configure_logging() -> None:
 
 
 @contextlib.contextmanager
-def stage_guard(stage: str, output) -> Iterator[None]:
-    """Run a stage body for ``output`` (a KFP output artifact)."""
+def stage_guard(stage: str, output, *, also=(), trial: str = "") -> Iterator[None]:
+    """Run a stage body for ``output`` (a KFP output artifact). In a sweep's trial a failure is
+    recorded at ``output`` (the trial's ``trial`` values with it) and each of the ``also`` outputs is
+    created empty, so that the task succeeds and the sweep goes on; see :func:`_record_failed_trial`."""
     configure_logging()
     quick_exit.prepare()
     started = time.time()
     task_dir = Path(output.path).parent
     try:
         yield
-    except KfnlpError as exc:
-        task_dir.mkdir(parents=True, exist_ok=True)
-        (task_dir / ERROR_FILE).write_text(
-            json.dumps({"stage": stage, "error": str(exc), "type": type(exc).__name__}), encoding="utf-8"
-        )
-        logging.getLogger("kfnlp").error("kfnlp %s: error: %s", stage, exc)
-        raise SystemExit(exc.exit_code) from None
+    except BaseException as exc:
+        if not (in_trial() and _trial_failure(exc) and _record_failed_trial(stage, output, also, trial, exc, started)):
+            if isinstance(exc, KfnlpError):
+                _stage_failed(stage, exc, task_dir)
+            raise
+        quick_exit.succeeded()  # the failure is recorded: the task itself succeeded
+        return
     output.metadata[STATUS_KEY] = {"stage": stage, "started": started, "wall_time_s": round(time.time() - started, 3)}
     quick_exit.succeeded()
+
+
+def _stage_failed(stage: str, exc: KfnlpError, task_dir: Path) -> None:
+    """One error line, the error file ``kfnlp run`` reads, and the error's exit code."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    (task_dir / ERROR_FILE).write_text(
+        json.dumps({"stage": stage, "error": str(exc), "type": type(exc).__name__}), encoding="utf-8"
+    )
+    logging.getLogger("kfnlp").error("kfnlp %s: error: %s", stage, exc)
+    raise SystemExit(exc.exit_code) from None
+
+
+def in_trial() -> bool:
+    """True in a sweep's trial task: its failures are recorded, not raised."""
+    return bool(os.environ.get(TRIAL_ENV))
+
+
+def _trial_failure(exc: BaseException) -> bool:
+    """What a trial records as its failure: any error, or an exit with a non-zero status. Not a
+    pre-emption (SIGTERM saved a checkpoint: the task's retry, or ``kfnlp run``'s resume, goes on
+    from it), nor an interrupt."""
+    if isinstance(exc, SystemExit):
+        return exc.code not in (0, None)
+    return isinstance(exc, Exception) and not isinstance(exc, Preempted)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error of a failed trial as one line: a kfnlp error's message; another error's type too."""
+    if isinstance(exc, SystemExit):
+        return f"exited with status {exc.code}" if isinstance(exc.code, int) else " ".join(str(exc.code).split())
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, KfnlpError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return bounded(text, 2000)
+
+
+def _trial_values(trial: str):
+    try:
+        return json.loads(trial) if trial else None
+    except ValueError:
+        return trial
+
+
+def _record_failed_trial(stage: str, output, also, trial: str, exc: BaseException, started: float) -> bool:
+    """Write the trial's failure record where the stage writes its output, atomically (it replaces
+    whatever the stage left there: a half-written output never looks complete), and an empty file
+    for each ``also`` output; False (the failure is then raised as outside a sweep) if the record
+    cannot be written."""
+    log = logging.getLogger("kfnlp")
+    error = _one_line(exc)
+    try:
+        with write_artifact(destination(output), FAILED_TRIAL_KIND) as out:
+            out.info.update(stage=stage, error=error, type=type(exc).__name__, values=_trial_values(trial))
+        for artifact in also:
+            artifact.metadata.clear()  # no metrics a failed stage logged before it failed
+            path = Path(artifact.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    except Exception as failed:  # a full disk, an unwritable destination: fail the task as without a sweep
+        log.error("kfnlp %s: could not record the trial's failure (%s): %s", stage, failed, error)
+        return False
+    output.metadata[STATUS_KEY] = {
+        "stage": stage,
+        "started": started,
+        "wall_time_s": round(time.time() - started, 3),
+        "trial_failed": error,
+    }
+    if isinstance(exc, (KfnlpError, SystemExit)):
+        log.error("kfnlp %s: trial failed: %s", stage, error)
+    else:
+        log.error("kfnlp %s: trial failed: %s", stage, error, exc_info=exc)
+    return True
 
 
 def log_metrics(metrics_artifact, values: dict) -> None:
@@ -111,32 +190,74 @@ def with_checkpoint_dir(config, artifact):
     return config
 
 
-def train_stage(stage, function, config, model, **inputs) -> None:
+def train_stage(stage, function, config, model, *, trial: str = "", **inputs) -> None:
     """Run a train stage (its ``STAGE`` entry and function) writing the KFP output artifact ``model``; inputs
-    are KFP artifacts or plain strings. Here, as on one node; or, with ``$KFNLP_SCALE_OUT`` (compiled from
+    are KFP artifacts or plain strings; ``trial`` (a sweep's trial: JSON of train keys and values) overrides
+    keys of ``config``. Here, as on one node; or, with ``$KFNLP_SCALE_OUT`` (compiled from
     ``cluster.train.nodes > 1``), as a multi-node job whose nodes read and write the pipeline root on S3:
     the model they write is copied into ``model.path`` (KFP uploads it to the model's URI, so the stages
-    downstream read it as from one node), and their copy removed."""
+    downstream read it as from one node), and their copy removed. A trial whose training diverged fails."""
     from kfnlp.launch.scale_out.spec import from_env
 
+    config = merged(config, trial, stage.section)
     config = with_checkpoint_dir(config, model)  # every node resumes from the same S3 checkpoints
     spec = from_env()
     if spec is None:
         artifacts = {key: source(value) if hasattr(value, "uri") else value for key, value in inputs.items()}
-        function(config=config, output=destination(model), **artifacts)
+        output = destination(model)
+        manifest = function(config=config, output=output, **artifacts)
+        if in_trial():
+            check_converged(manifest, output)
         return
     from kfnlp.artifacts.model import KIND
     from kfnlp.config import to_json
     from kfnlp.launch.scale_out.launcher import run_job
-    from kfnlp.storage import store_for
 
     shared = {key: _shared(value, key) if hasattr(value, "uri") else value for key, value in inputs.items()}
     output = _shared(model, "model") + "-job"
     run_job(stage.name, spec, shared, output, to_json(config))
     store = store_for(output)
-    store.fetch(output, Path(model.path), kind=KIND)
+    manifest = store.fetch(output, Path(model.path), kind=KIND)
     store.delete(output)
     store.remove_dir(output)
+    if in_trial():
+        check_converged(manifest, model.path)
+
+
+def check_converged(manifest: dict, model: str) -> None:
+    """A KfnlpError if a trained model diverged: a non-finite train loss, last logged loss or last
+    evaluation loss, or a non-finite weight. The Trainer leaves nan and inf step losses out of the
+    losses it logs (``logging_nan_inf_filter``), so the weights are the last word."""
+    import math
+
+    training = manifest.get("training") or {}
+    logged = training.get("losses") or []
+    losses = {
+        "train loss": training.get("train_loss"),
+        "last logged train loss": next((e["loss"] for e in reversed(logged) if "loss" in e), None),
+        "last eval loss": next((e["eval_loss"] for e in reversed(logged) if "eval_loss" in e), None),
+    }
+    for name, value in losses.items():
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            raise KfnlpError(f"the trial diverged: {name} {value}")
+    where = _non_finite_weight(model)
+    if where is not None:
+        raise KfnlpError(f"the trial diverged: non-finite weights ({where})")
+
+
+def _non_finite_weight(model: str) -> str | None:
+    """``FILE: TENSOR`` of the first weight of the model artifact at ``model`` holding a nan or inf, or None."""
+    import torch
+    from safetensors import safe_open
+
+    local, _ = open_artifact(model)
+    for file in sorted(local.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 - a safe_open handle is not iterable
+                tensor = weights.get_tensor(name)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"{file.name}: {name}"
+    return None
 
 
 def _shared(artifact, name: str) -> str:

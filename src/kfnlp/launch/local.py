@@ -47,7 +47,7 @@ from kfnlp.launch.resume import (
     run_named,
     write_state,
 )
-from kfnlp.launch.summary import collect_stages, display_names, results
+from kfnlp.launch.summary import TRIAL_FAILED, collect_stages, display_names, results
 from kfnlp.registry.store import reject_credentials
 from kfnlp.storage import S3Store
 
@@ -126,7 +126,7 @@ def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner,
         root.mkdir(exist_ok=True)
     except OSError as exc:
         raise StorageError(f"{output}: cannot use as the output directory ({exc.strerror or exc})") from None
-    pipeline_fn = pipeline_function(entry)
+    pipeline_fn = pipeline_function(entry, config)
     arguments = pipeline_arguments(config)
     stage_env = {
         STORAGE_ENV: storage,
@@ -182,7 +182,7 @@ def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner,
         if stage["status"] == "succeeded" and stage.get("started", started) < started:
             stage["reused"] = True  # served from the interrupted attempt
     metrics, artifacts = results(stages)
-    failed = [s for s in stages if s["status"] != "succeeded"]
+    failed = [s for s in stages if s["status"] not in ("succeeded", TRIAL_FAILED)]  # a failed trial: the sweep went on
     state.status = FAILED if failed else SUCCEEDED
     if not failed:
         shutil.rmtree(output / CACHE_DIR / state.run, ignore_errors=True)  # a succeeded run is never resumed
@@ -201,6 +201,7 @@ def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner,
         "image": image,
         "stages": stages,
         "metrics": metrics,
+        "sweep": metrics.pop("sweep", None),  # every trial: its values, metric, status and whether it was chosen
         "artifacts": artifacts,
         "log": str(log_path),
     }

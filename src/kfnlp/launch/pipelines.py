@@ -16,9 +16,29 @@ from kfnlp.catalog import PipelineEntry
 from kfnlp.launch.images import IMAGE_ENV
 
 
-def pipeline_function(entry: PipelineEntry) -> Any:
-    """``entry``'s ``@dsl.pipeline`` function (importing kfp and the components)."""
-    return getattr(importlib.import_module(entry.module), entry.function)
+def pipeline_function(entry: PipelineEntry, config: Any = None) -> Any:
+    """``entry``'s ``@dsl.pipeline`` function (importing kfp and the components); with a ``config``
+    whose ``sweep`` is set, that function traced again with the sweep in place of its train stage
+    (the trials and their parallelism are part of the graph, as the config gave them)."""
+    original = getattr(importlib.import_module(entry.module), entry.function)
+    plan = entry.sweep_plan(config) if config is not None else None
+    if plan is None:
+        return original
+    from kfp import dsl
+
+    from kfnlp.pipelines.wiring import sweeping
+
+    func = original.pipeline_func
+
+    @functools.wraps(func)
+    def swept(*args):
+        with sweeping(plan):
+            return func(*args)
+
+    return dsl.pipeline(
+        name=original.component_spec.name,
+        description=original.pipeline_spec.pipeline_info.description or None,
+    )(swept)
 
 
 def retrace(original: Any, configure: Callable[[Any], None], pipeline_root: str | None = None) -> Any:

@@ -12,12 +12,23 @@ from typing import Any
 from kfnlp.errors import StorageError
 from kfnlp.launch.in_pod import ERROR_FILE, STATUS_KEY
 from kfnlp.storage import open_artifact, read_any_manifest, store_for
+from kfnlp.sweep import FAILED_TRIAL_KIND
+
+TRIAL_FAILED = "trial failed"  # a sweep trial's task ran and recorded its failure (the sweep went on)
 
 
-def display_names(pipeline_fn) -> dict[str, str]:
-    """Task name -> display name, from the compiled pipeline spec."""
-    tasks = pipeline_fn.pipeline_spec.root.dag.tasks
-    return {name: task.task_info.name for name, task in tasks.items()}
+def display_names(pipeline_fn) -> dict[str, str | dict[str, str]]:
+    """Task name -> display name, from the compiled pipeline spec; a sweep's loop task -> the
+    display names of the tasks each of its iterations runs."""
+    spec = pipeline_fn.pipeline_spec
+    names: dict[str, str | dict[str, str]] = {}
+    for name, task in spec.root.dag.tasks.items():
+        if task.HasField("iterator_policy") or task.HasField("parameter_iterator"):
+            inner = spec.components[task.component_ref.name].dag.tasks
+            names[name] = {inner_name: inner_task.task_info.name for inner_name, inner_task in inner.items()}
+        else:
+            names[name] = task.task_info.name
+    return names
 
 
 def _read_task(task_dir: Path) -> dict[str, Any]:
@@ -42,10 +53,43 @@ def _read_task(task_dir: Path) -> dict[str, Any]:
     return info
 
 
-def collect_stages(run_dir: Path, names: dict[str, str]) -> list[dict[str, Any]]:
-    """One entry per task of the pipeline (``names``: task -> display name), in the order they started."""
+def _read_trial(task_dir: Path, iteration: int) -> dict[str, Any]:
+    """A sweep trial's task: as any task, and "trial failed" when its output is a failure record."""
+    info = _read_task(task_dir)
+    info["trial"] = iteration
+    if info["status"] == "succeeded":
+        for uri in info["outputs"].values():
+            manifest = _manifest(uri)
+            if manifest.get("kind") == FAILED_TRIAL_KIND:
+                info.update(status=TRIAL_FAILED, error=manifest.get("error", ""))
+                break
+    return info
+
+
+def _iterations(run_dir: Path, loop: str) -> list[tuple[int, Path]]:
+    """(iteration, directory) of a loop task's iterations that kfp.local started, in iteration order."""
+    prefix = f"{loop}-iteration-"
+    found = []
+    for path in run_dir.glob(prefix + "*"):
+        suffix = path.name[len(prefix) :]
+        if suffix.isdigit() and path.is_dir():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+def collect_stages(run_dir: Path, names: dict[str, str | dict[str, str]]) -> list[dict[str, Any]]:
+    """One entry per task of the pipeline (``names``: task -> display name), in the order they started;
+    a sweep's trial tasks once per trial, named ``train-ner-trial[K]``."""
     stages = []
     for task, display in names.items():
+        if isinstance(display, dict):
+            for iteration, directory in _iterations(run_dir, task):
+                for inner, inner_display in display.items():
+                    if (directory / inner).is_dir():
+                        info = _read_trial(directory / inner, iteration)
+                        info["name"] = f"{inner_display}[{iteration}]"
+                        stages.append(info)
+            continue
         task_dir = run_dir / task
         info = _read_task(task_dir) if task_dir.is_dir() else {"task": task, "status": "not run", "outputs": {}}
         info["name"] = display
@@ -74,6 +118,8 @@ def results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
     metrics: dict[str, Any] = {}
     artifacts: dict[str, Any] = {}
     for stage in stages:
+        if "trial" in stage:  # a sweep trial: the sweep's table (select-best's) speaks for it
+            continue
         for name, uri in stage["outputs"].items():
             if name in ("metrics", "report", "html"):
                 if name in ("report", "html"):
@@ -81,7 +127,12 @@ def results(stages: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
                 continue
             manifest = _manifest(uri)
             kind = manifest.get("kind")
-            if kind == "evaluation":
+            if kind == "sweep":
+                artifacts["sweep"] = uri
+                metrics["sweep"] = _artifact_json(uri, "sweep.json")
+            elif kind == "evaluation" and manifest.get("label") == "trial":
+                continue  # select-best's copy of the chosen trial's scores on the selection split
+            elif kind == "evaluation":
                 label = manifest.get("label", stage["name"])
                 metrics[label] = _artifact_json(uri, "metrics.json")["metrics"]
                 artifacts.setdefault("evaluations", {})[label] = uri

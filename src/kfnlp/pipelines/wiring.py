@@ -1,5 +1,9 @@
-"""Wiring that pipelines share: the adapt-then-TASK body and the register/promote ending."""
+"""Wiring that pipelines share: the swept or plain train step, the adapt-then-TASK body and the
+register/promote ending."""
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from kfp import dsl
@@ -10,7 +14,48 @@ from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.promote.component import promote
 from kfnlp.components.register.component import register
+from kfnlp.components.select_best.component import select_best
 from kfnlp.components.train_mlm.component import train_mlm
+from kfnlp.sweep import TRIAL_ENV, SweepPlan
+
+# the sweep a pipeline function is being traced for (kfnlp.launch.pipelines traces it again inside
+# sweeping(plan)); None: the plain pipeline, as the modules define it
+_PLAN: ContextVar[SweepPlan | None] = ContextVar("kfnlp_sweep_plan", default=None)
+
+
+@contextlib.contextmanager
+def sweeping(plan: SweepPlan) -> Iterator[None]:
+    """Trace pipeline functions with ``plan``'s sweep in place of its train stage."""
+    token = _PLAN.set(plan)
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+
+
+def trained(section: str, train, config, inputs: dict, score, score_inputs: dict):
+    """The model output of the train stage ``section`` (``train_ner``): one ``train`` task; or, when
+    the pipeline is traced for a sweep of that stage, one train task and one ``score`` task (the
+    evaluate component, on the sweep's selection split or fixed eval set) per trial, at most
+    ``parallelism`` at a time, and select-best's pick of the trials. Trial tasks carry
+    ``$KFNLP_SWEEP_TRIAL``: a failing trial records its failure instead of failing the run."""
+    name = section.replace("_", "-")
+    plan = _PLAN.get()
+    if plan is None or plan.target.train != section:
+        return train(config=config, **inputs).set_display_name(name).outputs["model"]
+    with dsl.ParallelFor(items=plan.items(), parallelism=plan.parallelism) as trial:
+        candidate = train(config=config, trial=trial, **inputs).set_display_name(f"{name}-trial")
+        candidate.set_env_variable(TRIAL_ENV, "1")
+        scored = score(
+            config=plan.evaluate_json, label="trial", model=candidate.outputs["model"], **score_inputs
+        ).set_display_name(f"{plan.target.evaluate.replace('_', '-')}-trial")
+        scored.set_env_variable(TRIAL_ENV, "1")
+    picked = select_best(
+        selection=plan.selection(),
+        models=dsl.Collected(candidate.outputs["model"]),
+        evaluations=dsl.Collected(scored.outputs["results"]),
+    ).set_display_name("select-best")
+    return picked.outputs["model"]
 
 
 def register_and_promote(register_config, promote_config, model, evaluation, baseline=None):
@@ -50,28 +95,30 @@ def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict) -> Non
     mlm_base = evaluate(
         config=configs["evaluate"], label="base", eval_set=masked.outputs["eval_set"], model_ref=model
     ).set_display_name("evaluate-base")
-    adapted = train_mlm(
-        config=configs["train_mlm"],
-        base_model=model,
-        dataset=corpus.outputs["dataset"],
-        eval_set=masked.outputs["eval_set"],
-    ).set_display_name("train-mlm")
+    adapted = trained(
+        "train_mlm",
+        train_mlm,
+        configs["train_mlm"],
+        {"base_model": model, "dataset": corpus.outputs["dataset"], "eval_set": masked.outputs["eval_set"]},
+        evaluate,
+        {"eval_set": masked.outputs["eval_set"]},
+    )
     mlm_adapted = evaluate(
-        config=configs["evaluate"], label="adapted", eval_set=masked.outputs["eval_set"], model=adapted.outputs["model"]
+        config=configs["evaluate"], label="adapted", eval_set=masked.outputs["eval_set"], model=adapted
     ).set_display_name("evaluate-adapted")
     task_base = task.train(config=configs["train_task"], dataset=labelled, base_model_ref=model).set_display_name(
         f"train-{task.name}-base"
     )
-    task_adapted = task.train(
-        config=configs["train_task"], dataset=labelled, base_model=adapted.outputs["model"]
-    ).set_display_name(f"train-{task.name}-adapted")
+    task_adapted = task.train(config=configs["train_task"], dataset=labelled, base_model=adapted).set_display_name(
+        f"train-{task.name}-adapted"
+    )
     scored = {}
-    for side, trained in (("base", task_base), ("adapted", task_adapted)):
+    for side, fine_tuned in (("base", task_base), ("adapted", task_adapted)):
         scored[side] = task.evaluate(
             config=configs["evaluate_task"],
             label=f"{task.name}-{side}",
             dataset=labelled,
-            model=trained.outputs["model"],
+            model=fine_tuned.outputs["model"],
         ).set_display_name(f"evaluate-{task.name}-{side}")
     compare(
         config=configs["compare"],

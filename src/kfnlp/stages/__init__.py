@@ -27,6 +27,7 @@ MODULES = (
     "evaluate_cls",
     "train_clm",
     "evaluate_clm",
+    "select_best",
     "compare",
 )
 

@@ -15,6 +15,8 @@ from kfnlp.stages.entry import Input, Stage
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = ["This is a great [MASK].", "The acting in this movie was [MASK]."]
+# the metrics in result["metrics"] a sweep may select on, and which way is better
+METRICS = {"perplexity": "minimize", "eval_loss": "minimize"}
 
 
 @dataclass

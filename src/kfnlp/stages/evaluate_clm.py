@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = ["This movie was", "The acting"]
 SAMPLING = {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 1.0}  # transformers' sampling defaults
+# the metrics in result["metrics"] a sweep may select on, and which way is better
+METRICS = {"perplexity": "minimize", "eval_loss": "minimize"}
 
 
 @dataclass

@@ -20,6 +20,10 @@ from kfnlp.stages.entry import Input, Stage
 log = logging.getLogger(__name__)
 
 EXCERPT = 300  # characters of an example's text shown among the most confused
+# the metrics in result["metrics"] a sweep may select on (all higher is better)
+METRICS = {
+    name: "maximize" for name in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall")
+}
 
 
 @dataclass

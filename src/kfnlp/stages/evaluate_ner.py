@@ -26,6 +26,10 @@ from kfnlp.stages.entry import Input, Stage
 
 log = logging.getLogger(__name__)
 
+# the metrics in result["metrics"] a sweep may select on (all higher is better): IOB2 tags give entity
+# precision/recall/F1 (strict_f1: strict IOB2) and word accuracy; plain tags give accuracy and macro_f1
+METRICS = {name: "maximize" for name in ("f1", "precision", "recall", "strict_f1", "accuracy", "macro_f1")}
+
 
 @dataclass
 class EvaluateNerConfig:

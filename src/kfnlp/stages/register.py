@@ -13,7 +13,7 @@ from pathlib import Path
 
 import kfnlp
 from kfnlp.artifacts import open_model, read_evaluation
-from kfnlp.config import option
+from kfnlp.config import bounded, option
 from kfnlp.errors import ConfigError
 from kfnlp.registry import Registry
 from kfnlp.stages.entry import Input, Stage
@@ -175,6 +175,7 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
                 "## Evaluation",
                 method,
                 table(["metric", "value"], rows),
+                *sweep_card(model_manifest.get("sweep")),
                 "## Intended use and limitations",
                 use,
                 "## Load",
@@ -183,6 +184,51 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
         )
         + "\n"
     )
+
+
+def _value_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def sweep_card(sweep: dict | None) -> list[str]:
+    """The model card's section on the sweep the model was chosen by (select-best's table), if any."""
+    from kfnlp.reports import table
+
+    if not sweep:
+        return []
+    chosen = next(t for t in sweep["trials"] if t["selected"])
+    better = "higher" if sweep["direction"] == "maximize" else "lower"
+    failed = sum(t["status"] != "succeeded" for t in sweep["trials"])
+    rows = [
+        [
+            t["index"],
+            *(_value_text(t["values"].get(key)) for key in sweep["keys"]),
+            t["metric"],
+            "chosen" if t["selected"] else "succeeded" if t["status"] == "succeeded" else f"failed: {t['error']}",
+        ]
+        for t in sweep["trials"]
+    ]
+    return [
+        "## Sweep",
+        f"Chosen among {len(sweep['trials'])} trials of {sweep['stage'].replace('_', '-')}"
+        + (f" ({failed} failed)" if failed else "")
+        + f" by {sweep['metric']} ({better} is better) on {sweep.get('scored_on') or 'the selection set'}: "
+        f"trial {chosen['index']} ({chosen['label']}). Only the chosen model was scored as above; the others "
+        "were not evaluated further.",
+        table(["trial", *sweep["keys"], sweep["metric"], "status"], rows),
+    ]
+
+
+def sweep_tags(sweep: dict | None) -> dict[str, str | int | None]:
+    """The registry tags of the sweep a model was chosen by: its metric, how many trials, which one won."""
+    if not sweep:
+        return {}
+    chosen = next(t for t in sweep["trials"] if t["selected"])
+    return {
+        "kfnlp.sweep.metric": sweep["metric"],
+        "kfnlp.sweep.trials": len(sweep["trials"]),
+        "kfnlp.sweep.selected": bounded(f"trial {chosen['index']}: {chosen['label']}", 1000),
+    }
 
 
 # task -> (metrics it logs, its primary metric, the registry's task tag)
@@ -245,19 +291,24 @@ def register(
         # the runtime image, where the deployment says which one it is (KFNLP_IMAGE)
         "kfnlp.image": os.environ.get("KFNLP_IMAGE") or "local (no image)",
         "kfnlp.primary_metric": primary,
+        **sweep_tags(trained.manifest.get("sweep")),
     }
     with tempfile.TemporaryDirectory() as tmp:
         card = Path(tmp) / "README.md"
         card.write_text(model_card(config.model_name, trained.manifest, result, base), encoding="utf-8")
         summary = Path(tmp) / "training_summary.json"
         summary.write_text(json.dumps(training, indent=2), encoding="utf-8")
+        files = {"model": card, "": summary}
+        if trained.manifest.get("sweep"):  # the trials it was chosen from, beside the version: sweep/sweep.json
+            (Path(tmp) / "sweep.json").write_text(json.dumps(trained.manifest["sweep"], indent=2), encoding="utf-8")
+            files["sweep"] = Path(tmp) / "sweep.json"
         registered = Registry(config.tracking_uri).register(
             config.model_name,
             trained.path,
             metrics=metrics,
             params=training.get("config", {}),
             tags=tags,
-            files={"model": card, "": summary},
+            files=files,
             run_name=run_name,
         )
     registered["metrics"] = metrics

@@ -23,7 +23,7 @@ def evaluate(
     from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
     from kfnlp.stages.evaluate import STAGE, evaluate_mlm
 
-    with stage_guard(STAGE.name, results):
+    with stage_guard(STAGE.name, results, also=(metrics, report)):
         cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(results)
         result = evaluate_mlm(source(model) if model is not None else model_ref, source(eval_set), out, cfg, label)

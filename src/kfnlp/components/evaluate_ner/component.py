@@ -19,7 +19,7 @@ def evaluate_ner(
     from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
     from kfnlp.stages.evaluate_ner import STAGE, evaluate_ner
 
-    with stage_guard(STAGE.name, results):
+    with stage_guard(STAGE.name, results, also=(metrics, report)):
         cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(results)
         result = evaluate_ner(source(model), source(dataset), out, cfg, label)

@@ -185,8 +185,10 @@ def configure_task(task, cluster: ClusterConfig) -> int:
     return p.gpus
 
 
-def cluster_pipeline(entry: PipelineEntry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None) -> Any:
-    """``entry``'s pipeline, traced again with every task configured for ``cluster``."""
+def cluster_pipeline(
+    entry: PipelineEntry, cluster: ClusterConfig, gpu_tasks: list[str] | None = None, config: Any = None
+) -> Any:
+    """``entry``'s pipeline (swept as ``config`` says), traced again with every task configured for ``cluster``."""
 
     def configure(task) -> None:
         gpus = configure_task(task, cluster)
@@ -194,7 +196,7 @@ def cluster_pipeline(entry: PipelineEntry, cluster: ClusterConfig, gpu_tasks: li
             nodes = f"{cluster.train.nodes} nodes " if scales_out(task.component_spec.name, cluster) else ""
             gpu_tasks.append(f"{task._task_spec.display_name or task.name} {nodes}x{gpus}")
 
-    return retrace(pipeline_function(entry), configure, cluster.pipeline_root or None)
+    return retrace(pipeline_function(entry, config), configure, cluster.pipeline_root or None)
 
 
 def check_no_credentials(config: Any, prefix: str = "") -> None:
@@ -265,7 +267,7 @@ def compile_to(entry: PipelineEntry, config, cluster: ClusterConfig, output: Pat
                 value,
             )
     gpu_tasks: list[str] = []
-    pipeline = cluster_pipeline(entry, cluster, gpu_tasks)
+    pipeline = cluster_pipeline(entry, cluster, gpu_tasks, config)
     # a new private file next to the destination (no name anyone can guess or pre-create), renamed over it
     fd, name = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".tmp{output.suffix}", dir=output.parent)
     os.close(fd)

@@ -9,7 +9,7 @@ from kfp import dsl
 from kfnlp.components.evaluate_clm.component import evaluate_clm
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.train_clm.component import train_clm
-from kfnlp.pipelines.wiring import register_and_promote
+from kfnlp.pipelines.wiring import register_and_promote, trained
 
 
 @dsl.pipeline(name="clm-adapt", description="Causal-LM domain adaptation with a deterministic perplexity before/after.")
@@ -28,12 +28,17 @@ def clm_adapt(
     base = evaluate_clm(
         config=evaluate_clm_config, label="base", dataset=data.outputs["dataset"], model_ref=model
     ).set_display_name("evaluate-clm-base")
-    trained = train_clm(config=train_clm_config, base_model=model, dataset=data.outputs["dataset"]).set_display_name(
-        "train-clm"
+    adapted_model = trained(
+        "train_clm",
+        train_clm,
+        train_clm_config,
+        {"base_model": model, "dataset": data.outputs["dataset"]},
+        evaluate_clm,
+        {"dataset": data.outputs["dataset"]},
     )
     adapted = evaluate_clm(
-        config=evaluate_clm_config, label="adapted", dataset=data.outputs["dataset"], model=trained.outputs["model"]
+        config=evaluate_clm_config, label="adapted", dataset=data.outputs["dataset"], model=adapted_model
     ).set_display_name("evaluate-clm-adapted")
     register_and_promote(
-        register_config, promote_config, trained.outputs["model"], adapted.outputs["results"], base.outputs["results"]
+        register_config, promote_config, adapted_model, adapted.outputs["results"], base.outputs["results"]
     )

@@ -8,7 +8,7 @@ from kfp import dsl
 from kfnlp.components.evaluate_cls.component import evaluate_cls
 from kfnlp.components.preprocess_cls.component import preprocess_cls
 from kfnlp.components.train_cls.component import train_cls
-from kfnlp.pipelines.wiring import register_and_promote
+from kfnlp.pipelines.wiring import register_and_promote, trained
 
 
 @dsl.pipeline(name="cls", description="Text classification: fine-tune, score with scikit-learn, register.")
@@ -23,10 +23,15 @@ def cls(
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
     stage's code defaults (the recipe's)."""
     data = preprocess_cls(config=preprocess_cls_config, tokenizer=model).set_display_name("preprocess-cls")
-    trained = train_cls(
-        config=train_cls_config, dataset=data.outputs["dataset"], base_model_ref=model
-    ).set_display_name("train-cls")
+    fine_tuned = trained(
+        "train_cls",
+        train_cls,
+        train_cls_config,
+        {"dataset": data.outputs["dataset"], "base_model_ref": model},
+        evaluate_cls,
+        {"dataset": data.outputs["dataset"]},
+    )
     scored = evaluate_cls(
-        config=evaluate_cls_config, label="cls", dataset=data.outputs["dataset"], model=trained.outputs["model"]
+        config=evaluate_cls_config, label="cls", dataset=data.outputs["dataset"], model=fine_tuned
     ).set_display_name("evaluate-cls")
-    register_and_promote(register_config, promote_config, trained.outputs["model"], scored.outputs["results"])
+    register_and_promote(register_config, promote_config, fine_tuned, scored.outputs["results"])

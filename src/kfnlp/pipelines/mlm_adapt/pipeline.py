@@ -10,7 +10,7 @@ from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.train_mlm.component import train_mlm
-from kfnlp.pipelines.wiring import register_and_promote
+from kfnlp.pipelines.wiring import register_and_promote, trained
 
 
 @dsl.pipeline(name="mlm-adapt", description="Masked-LM domain adaptation with a stable perplexity before/after.")
@@ -31,15 +31,17 @@ def mlm_adapt(
     base = evaluate(
         config=evaluate_config, label="base", eval_set=masked.outputs["eval_set"], model_ref=model
     ).set_display_name("evaluate-base")
-    trained = train_mlm(
-        config=train_mlm_config,
-        base_model=model,
-        dataset=data.outputs["dataset"],
-        eval_set=masked.outputs["eval_set"],
-    ).set_display_name("train-mlm")
+    adapted_model = trained(
+        "train_mlm",
+        train_mlm,
+        train_mlm_config,
+        {"base_model": model, "dataset": data.outputs["dataset"], "eval_set": masked.outputs["eval_set"]},
+        evaluate,
+        {"eval_set": masked.outputs["eval_set"]},
+    )
     adapted = evaluate(
-        config=evaluate_config, label="adapted", eval_set=masked.outputs["eval_set"], model=trained.outputs["model"]
+        config=evaluate_config, label="adapted", eval_set=masked.outputs["eval_set"], model=adapted_model
     ).set_display_name("evaluate-adapted")
     register_and_promote(
-        register_config, promote_config, trained.outputs["model"], adapted.outputs["results"], base.outputs["results"]
+        register_config, promote_config, adapted_model, adapted.outputs["results"], base.outputs["results"]
     )

@@ -8,7 +8,7 @@ from kfp import dsl
 from kfnlp.components.evaluate_ner.component import evaluate_ner
 from kfnlp.components.preprocess_ner.component import preprocess_ner
 from kfnlp.components.train_ner.component import train_ner
-from kfnlp.pipelines.wiring import register_and_promote
+from kfnlp.pipelines.wiring import register_and_promote, trained
 
 
 @dsl.pipeline(name="ner", description="Named-entity recognition: fine-tune, score with seqeval, register.")
@@ -23,10 +23,15 @@ def ner(
     """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
     stage's code defaults (the recipe's)."""
     data = preprocess_ner(config=preprocess_ner_config, tokenizer=model).set_display_name("preprocess-ner")
-    trained = train_ner(
-        config=train_ner_config, dataset=data.outputs["dataset"], base_model_ref=model
-    ).set_display_name("train-ner")
+    fine_tuned = trained(
+        "train_ner",
+        train_ner,
+        train_ner_config,
+        {"dataset": data.outputs["dataset"], "base_model_ref": model},
+        evaluate_ner,
+        {"dataset": data.outputs["dataset"]},
+    )
     scored = evaluate_ner(
-        config=evaluate_ner_config, label="ner", dataset=data.outputs["dataset"], model=trained.outputs["model"]
+        config=evaluate_ner_config, label="ner", dataset=data.outputs["dataset"], model=fine_tuned
     ).set_display_name("evaluate-ner")
-    register_and_promote(register_config, promote_config, trained.outputs["model"], scored.outputs["results"])
+    register_and_promote(register_config, promote_config, fine_tuned, scored.outputs["results"])

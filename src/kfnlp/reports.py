@@ -298,45 +298,54 @@ def _ner_rows(metrics: dict) -> list[list[Any]]:
     ]
 
 
-def sweep_markdown(sweep: dict, location: str | None, log: str | None) -> list[str]:
-    """The run report's sweep section: the choice, every trial (chosen one marked) and the plot."""
-    keys, metric = sweep["keys"], sweep["metric"]
-    trials = sweep["trials"]
-    failed = [t for t in trials if t["status"] != "succeeded"]
-    chosen = next(t for t in trials if t["selected"])
+def sweep_headline(table: dict) -> str:
+    """One paragraph on a sweep (select-best's table): what was ranked, by what, on what, and the choice."""
+    chosen = next(t for t in table["trials"] if t["selected"])
+    failed = [t for t in table["trials"] if t["status"] != "succeeded"]
+    better = "higher" if table["direction"] == "maximize" else "lower"
+    text = (
+        f"{len(table['trials'])} trials of {table['stage'].replace('_', '-') or 'the train stage'}, ranked by "
+        f"{table['metric']} ({better} is better) on {table['scored_on']}: trial {chosen['index']} "
+        f"({chosen['label']}) was chosen, {table['metric']} {chosen['metric']:.6g}."
+    )
+    if len(table["ties"]) > 1:
+        text += f" Trials {', '.join(map(str, table['ties']))} tied; the lowest index was kept."
+    if failed:
+        text += f" {len(failed)} failed (not plotted)."
+    return text
+
+
+def sweep_table(table: dict) -> tuple[list[str], list[list[Any]]]:
+    """(headers, rows) of a sweep's trials: values, metric, status, and which was chosen or tied."""
+    from kfnlp.sweep import value_text
+
+    headers = ["trial", *table["keys"], table["metric"], "status", ""]
+    rows = [
+        [
+            t["index"],
+            *(value_text(t["values"].get(key)) for key in table["keys"]),
+            t["metric"],
+            "succeeded" if t["status"] == "succeeded" else f"failed: {t['error']}",
+            "chosen" if t["selected"] else "tie" if t["index"] in table["ties"] else "",
+        ]
+        for t in table["trials"]
+    ]
+    return headers, rows
+
+
+def _sweep_section(sweep: dict, location: str | None, log: str | None) -> list[str]:
+    """The run report's sweep section: the choice, every trial and the plot."""
     parts = [
         "## Sweep",
-        f"{len(trials)} trials of {sweep['stage'].replace('_', '-')}, chosen by {metric} "
-        f"({'higher' if sweep['direction'] == 'maximize' else 'lower'} is better) on "
-        f"{sweep.get('scored_on') or 'the selection set'}: **trial {chosen['index']} ({chosen['label']})**, "
-        f"{metric} {_fmt(chosen['metric'])}"
-        + (f"; {len(failed)} failed" if failed else "")
-        + (
-            f"; trials {', '.join(str(i) for i in sweep['ties'])} tied, the first was kept"
-            if len(sweep.get("ties") or []) > 1
-            else ""
-        )
-        + ". Only the chosen model went on to the test split and the registry.",
-        table(
-            ["trial", *keys, metric, "status", "chosen"],
-            [
-                [
-                    t["index"],
-                    *(t["values"].get(k) for k in keys),
-                    t["metric"],
-                    t["error"] or t["status"],
-                    "✓" if t["selected"] else "",
-                ]
-                for t in trials
-            ],
-        ),
+        sweep_headline(sweep) + " Only the chosen model went on to the test split and the registry.",
+        table(*sweep_table(sweep)),
     ]
     if location:
         plot = f"{location}/sweep.svg"
         if log and not location.startswith("s3://"):
             with contextlib.suppress(ValueError):
                 plot = os.path.relpath(plot, os.path.dirname(log))
-        parts.append(f"![{metric} against each swept key]({plot})")
+        parts.append(f"![{sweep['metric']} against each swept key]({plot})")
     return parts
 
 
@@ -387,7 +396,7 @@ def run_report(summary: dict) -> str:
     if "comparison" in artifacts:
         parts.append(f"Comparison report: `{artifacts['comparison']}/report.md` (and `report.html`).")
     if summary.get("sweep"):
-        parts += sweep_markdown(summary["sweep"], summary.get("artifacts", {}).get("sweep"), summary.get("log"))
+        parts += _sweep_section(summary["sweep"], summary.get("artifacts", {}).get("sweep"), summary.get("log"))
     parts.append("## Stages")
     parts.append(
         table(

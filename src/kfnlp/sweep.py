@@ -95,7 +95,7 @@ class Trial:
     @property
     def label(self) -> str:
         """``learning_rate=0.001, num_epochs=2``: the trial for people."""
-        return ", ".join(f"{key}={_text(value)}" for key, value in self.values.items())
+        return ", ".join(f"{key}={value_text(value)}" for key, value in self.values.items())
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def _values(train: Any, section: str, key: str, given: Any) -> tuple[list[Any], 
         first = seen.setdefault(json.dumps(coerced, sort_keys=True), i)
         if first != i:
             raise ConfigError(
-                f"{where}[{i}]: {_text(coerced)} is given twice (also item {first}); give each value once",
+                f"{where}[{i}]: {value_text(coerced)} is given twice (also item {first}); give each value once",
                 f"{where}[{i}]",
             )
         out.append(coerced)
@@ -278,5 +278,6 @@ def _problem(exc: ConfigError, section: str) -> str:
     return message
 
 
-def _text(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A swept value for people and tables: a string as it is, anything else as JSON (null, 0.001, true)."""
     return value if isinstance(value, str) else json.dumps(value)

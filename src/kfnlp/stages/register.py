@@ -17,6 +17,7 @@ from kfnlp.config import bounded, option
 from kfnlp.errors import ConfigError
 from kfnlp.registry import Registry
 from kfnlp.stages.entry import Input, Stage
+from kfnlp.sweep import value_text
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +187,6 @@ def model_card(name: str, model_manifest: dict, evaluation: dict, baseline: dict
     )
 
 
-def _value_text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def sweep_card(sweep: dict | None) -> list[str]:
     """The model card's section on the sweep the model was chosen by (select-best's table), if any."""
     from kfnlp.reports import table
@@ -202,7 +199,7 @@ def sweep_card(sweep: dict | None) -> list[str]:
     rows = [
         [
             t["index"],
-            *(_value_text(t["values"].get(key)) for key in sweep["keys"]),
+            *(value_text(t["values"].get(key)) for key in sweep["keys"]),
             t["metric"],
             "chosen" if t["selected"] else "succeeded" if t["status"] == "succeeded" else f"failed: {t['error']}",
         ]

@@ -25,9 +25,11 @@ from typing import Any, Literal
 from kfnlp.artifacts import open_evaluation
 from kfnlp.config import FieldError, bounded, option
 from kfnlp.errors import ConfigError, InputError
+from kfnlp.reports import sweep_headline, sweep_table
+from kfnlp.reports import table as markdown_table
 from kfnlp.stages.entry import Input, Stage
 from kfnlp.storage import check_output, open_artifact, read_any_manifest, write_artifact
-from kfnlp.sweep import FAILED_TRIAL_KIND, Trial
+from kfnlp.sweep import FAILED_TRIAL_KIND, Trial, value_text
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,6 @@ def _refs(value: list[str] | tuple[str, ...] | str, name: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _same(a: Any, b: Any) -> bool:
     """A trial value and the model's: numbers as floats (1 and 1.0, 3e-4 and 0.0003), else equal."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -110,7 +108,7 @@ def _check_values(row: dict, used: Any, ref: str, what: str) -> None:
         return
     for key, value in row["values"].items():
         if key not in used or not _same(value, used[key]):
-            found = f"{key}={_text(used[key])}" if key in used else f"no {key}"
+            found = f"{key}={value_text(used[key])}" if key in used else f"no {key}"
             raise InputError(
                 f"trial {row['index']} ({row['label']}): {ref} was made with {found} ({what}); the collected "
                 "models and evaluations are not in the order of the selection's trials"
@@ -156,7 +154,7 @@ def _score(spec: dict, model: str, evaluation: str, config: SelectBestConfig) ->
         )
     value = metrics[config.metric]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return {**row, "error": f"{config.metric} is {_text(value)}, not a finite number"}, None
+        return {**row, "error": f"{config.metric} is {value_text(value)}, not a finite number"}, None
     return {**row, "status": "succeeded", "metric": float(value)}, result
 
 
@@ -201,44 +199,13 @@ def _chosen(table: dict) -> dict:
     return next(t for t in table["trials"] if t["selected"])
 
 
-def _headline(table: dict) -> str:
-    chosen, failed = _chosen(table), [t for t in table["trials"] if t["status"] != "succeeded"]
-    better = "higher" if table["direction"] == "maximize" else "lower"
-    text = (
-        f"{len(table['trials'])} trials of {table['stage'].replace('_', '-') or 'the train stage'}, ranked by "
-        f"{table['metric']} ({better} is better) on {table['scored_on']}: trial {chosen['index']} "
-        f"({chosen['label']}) was chosen, {table['metric']} {chosen['metric']:.6g}."
-    )
-    if len(table["ties"]) > 1:
-        text += f" Trials {', '.join(map(str, table['ties']))} tied; the lowest index was kept."
-    if failed:
-        text += f" {len(failed)} failed (not plotted)."
-    return text
-
-
-def _rows(table: dict) -> list[list[Any]]:
-    return [
-        [
-            t["index"],
-            *(_text(t["values"].get(key)) for key in table["keys"]),
-            t["metric"],
-            "succeeded" if t["status"] == "succeeded" else f"failed: {t['error']}",
-            "chosen" if t["selected"] else "tie" if t["index"] in table["ties"] else "",
-        ]
-        for t in table["trials"]
-    ]
-
-
 def sweep_markdown(table: dict) -> str:
-    from kfnlp.reports import table as markdown_table
-
-    headers = ["trial", *table["keys"], table["metric"], "status", ""]
     return (
         "\n\n".join(
             [
                 f"# Sweep of {table['stage'].replace('_', '-')}",
-                _headline(table),
-                markdown_table(headers, _rows(table)),
+                sweep_headline(table),
+                markdown_table(*sweep_table(table)),
                 f"![{table['metric']} against each swept key]({PLOT_FILE})",
             ]
         )
@@ -255,17 +222,17 @@ def sweep_html(table: dict, svg: str) -> str:
     def cell(value: Any) -> str:
         return escape(f"{value:.6g}" if isinstance(value, float) else "" if value is None else str(value))
 
-    headers = ["trial", *table["keys"], table["metric"], "status", ""]
+    headers, rows = sweep_table(table)
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
         f"<tr{' class=chosen' if row[-1] == 'chosen' else ''}>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>"
-        for row in _rows(table)
+        for row in rows
     )
     title = escape(f"Sweep of {table['stage'].replace('_', '-')}")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{HTML_STYLE}tr.chosen td{{font-weight:bold}}</style></head><body><h1>{title}</h1>"
-        f"<p>{escape(_headline(table))}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<p>{escape(sweep_headline(table))}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         f"<figure>{svg}</figure></body></html>\n"
     )
 
@@ -313,11 +280,11 @@ def sweep_plot(table: dict) -> str:
                     ax.set_xscale("log")
                 ticks = sorted({position[id(t)]: value(t) for t in trials}.items())
                 if len(ticks) <= 8:  # the values tried, as given, rather than a scale's round numbers
-                    ax.set_xticks([x for x, _ in ticks], [_text(v) for _, v in ticks], parse_math=False)
+                    ax.set_xticks([x for x, _ in ticks], [value_text(v) for _, v in ticks], parse_math=False)
                     ax.minorticks_off()
             else:  # categories, in the order the trials first use them
-                labels = list(dict.fromkeys(_text(v) for v in values))
-                position = {id(t): float(labels.index(_text(value(t)))) for t in trials}
+                labels = list(dict.fromkeys(value_text(v) for v in values))
+                position = {id(t): float(labels.index(value_text(value(t)))) for t in trials}
                 ax.set_xticks(range(len(labels)), labels, parse_math=False)
                 ax.set_xlim(-0.5, len(labels) - 0.5)
             ax.plot(

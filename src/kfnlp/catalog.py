@@ -50,6 +50,43 @@ NER_SWEEP = SweepTarget("train_ner", "evaluate_ner", NER_METRICS, TASK_METRICS["
 CLS_SWEEP = SweepTarget("train_cls", "evaluate_cls", CLS_METRICS, TASK_METRICS["cls"][1], "validation")
 CLM_SWEEP = SweepTarget("train_clm", "evaluate_clm", CLM_METRICS, TASK_METRICS["clm"][1], None)
 
+# The settings people change most, shown as typed fields of the KFP UI's run form: one pipeline parameter each,
+# named SECTION_KEY (train_mlm_learning_rate). Each stage's JSON parameter still carries all its settings; the
+# typed one wins over the same key there. kfnlp run/compile/submit fill both from the one config.
+Knobs = tuple[tuple[str, str], ...]
+_TRAIN_KNOBS = ("learning_rate", "num_epochs", "max_steps", "batch_size", "seed")
+_GATE_KNOBS = (("register", "model_name"), ("promote", "margin"))
+
+
+def _train_knobs(section: str, keys: Iterable[str] = _TRAIN_KNOBS) -> Knobs:
+    return tuple((section, key) for key in keys)
+
+
+MLM_KNOBS = (
+    (("preprocess", "source"), ("mask_eval", "strategy"))
+    + _train_knobs("train_mlm", (*_TRAIN_KNOBS, "masking"))
+    + _GATE_KNOBS
+)
+NER_KNOBS = (("preprocess_ner", "source"),) + _train_knobs("train_ner") + _GATE_KNOBS
+CLS_KNOBS = (("preprocess_cls", "source"),) + _train_knobs("train_cls") + _GATE_KNOBS
+CLM_KNOBS = (("preprocess", "source"),) + _train_knobs("train_clm") + _GATE_KNOBS
+# adapt-then-TASK: the labelled data's source; the adaptation's steps and the fine-tuning's epochs
+_ADAPT_KNOBS = (("mask_eval", "strategy"),) + _train_knobs(
+    "train_mlm", ("learning_rate", "max_steps", "batch_size", "seed", "masking")
+)
+_TASK_KNOBS = ("learning_rate", "num_epochs", "batch_size", "seed")
+ADAPT_NER_KNOBS = (("preprocess_ner", "source"),) + _ADAPT_KNOBS + _train_knobs("train_ner", _TASK_KNOBS) + _GATE_KNOBS
+ADAPT_CLS_KNOBS = (("preprocess_cls", "source"),) + _ADAPT_KNOBS + _train_knobs("train_cls", _TASK_KNOBS) + _GATE_KNOBS
+
+
+def knob_parameter(section: str, key: str) -> str:
+    """The pipeline parameter of a knob: ``train_mlm_learning_rate``."""
+    return f"{section}_{key}"
+
+
+def _field(config_type: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(config_type) if f.name == name)
+
 
 @dataclass
 class MlmAdaptConfig:
@@ -166,6 +203,7 @@ class PipelineEntry:
     config_type: type
     description: str
     sweep: SweepTarget | None = None  # what a sweep: block tries and scores; None: the pipeline cannot sweep
+    knobs: Knobs = ()  # (section, key) of the settings that are typed pipeline parameters of their own
 
     @property
     def defaults_file(self) -> Path:
@@ -184,6 +222,7 @@ PIPELINES = {
         MlmAdaptConfig,
         "masked-LM domain adaptation: preprocess, mask-eval, train-mlm, evaluate before/after, register",
         MLM_SWEEP,
+        MLM_KNOBS,
     ),
     "ner": PipelineEntry(
         "ner",
@@ -192,6 +231,7 @@ PIPELINES = {
         NerConfig,
         "named-entity recognition: preprocess-ner, train-ner, evaluate-ner (seqeval), register",
         NER_SWEEP,
+        NER_KNOBS,
     ),
     "adapt-then-ner": PipelineEntry(
         "adapt-then-ner",
@@ -200,6 +240,7 @@ PIPELINES = {
         AdaptThenNerConfig,
         "does domain adaptation help NER? adapt a masked-LM, fine-tune NER from base and adapted, compare",
         MLM_SWEEP,
+        ADAPT_NER_KNOBS,
     ),
     "cls": PipelineEntry(
         "cls",
@@ -208,6 +249,7 @@ PIPELINES = {
         ClsConfig,
         "text classification: preprocess-cls, train-cls, evaluate-cls (scikit-learn), register",
         CLS_SWEEP,
+        CLS_KNOBS,
     ),
     "adapt-then-cls": PipelineEntry(
         "adapt-then-cls",
@@ -217,6 +259,7 @@ PIPELINES = {
         "does domain adaptation help text classification? adapt a masked-LM, fine-tune a classifier from base "
         "and adapted, compare",
         MLM_SWEEP,
+        ADAPT_CLS_KNOBS,
     ),
     "clm-adapt": PipelineEntry(
         "clm-adapt",
@@ -225,8 +268,25 @@ PIPELINES = {
         ClmAdaptConfig,
         "causal-LM domain adaptation: preprocess, train-clm, evaluate-clm before/after (perplexity, samples), register",
         CLM_SWEEP,
+        CLM_KNOBS,
     ),
 }
+
+
+def parameter_help(entry: PipelineEntry, parameter: str) -> str:
+    """What a pipeline parameter of ``entry`` is, for the KFP UI's run form: a knob's or plain field's
+    option help, or what a stage's JSON parameter holds."""
+    for section, key in entry.knobs:
+        if knob_parameter(section, key) == parameter:
+            return f"{_field(type(getattr(entry.config_type(), section)), key).metadata['help']} ({section}.{key})"
+    names = {f.name: f for f in dataclasses.fields(entry.config_type)}
+    if parameter.endswith("_config") and parameter[: -len("_config")] in names:
+        section = parameter[: -len("_config")]
+        return (
+            f"Advanced: the {section} stage's settings as a JSON object (docs/configuration.md); "
+            "{} means the stage's code defaults. The typed parameters win over the same keys here."
+        )
+    return names[parameter].metadata["help"]
 
 
 def get(name: str) -> PipelineEntry:
@@ -310,10 +370,11 @@ def load_section(
     )
 
 
-def pipeline_arguments(config) -> dict[str, str]:
-    """Pipeline parameters: plain fields as they are, stage sections as JSON strings; the sweep block is
-    compiled into the pipeline's graph (its trials), not a parameter."""
-    args = {}
+def pipeline_arguments(config) -> dict[str, Any]:
+    """Pipeline parameters: plain fields as they are, stage sections as JSON strings, the pipeline's knobs as
+    their typed values; the sweep block is compiled into the pipeline's graph (its trials), not a parameter."""
+    entry = next(e for e in PIPELINES.values() if isinstance(config, e.config_type))
+    args = {knob_parameter(section, key): getattr(getattr(config, section), key) for section, key in entry.knobs}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, SweepConfig):

@@ -300,11 +300,15 @@ def to_json(obj: Any) -> str:
     return json.dumps(to_dict(obj), sort_keys=True)
 
 
-def from_json(cls: type[T], text: str, where: str = "") -> T:
+def from_json(cls: type[T], text: str, where: str = "", knobs: dict[str, Any] | None = None) -> T:
+    """``cls`` from a stage's JSON parameter; ``knobs`` (a component's typed inputs named after fields of
+    ``cls``; None: not given) win over the same keys of the JSON."""
     try:
         data = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where or cls.__name__}: not valid JSON: {exc}") from None
+    if knobs and isinstance(data, dict):
+        data = {**data, **{key: value for key, value in knobs.items() if value is not None}}
     return build(cls, data, where)
 
 

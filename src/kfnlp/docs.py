@@ -154,6 +154,35 @@ def render_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_pipeline_parameters() -> str:
+    """The generated part of docs/pipelines.md: each pipeline's parameters as the KFP UI's run form shows them."""
+    from kfnlp import catalog
+    from kfnlp.catalog import load_config, parameter_help, pipeline_arguments
+
+    lines: list[str] = []
+    for entry in catalog.PIPELINES.values():
+        arguments = pipeline_arguments(load_config(entry))
+        knobs = [catalog.knob_parameter(section, key) for section, key in entry.knobs]
+        lines += [
+            f"### {entry.name}",
+            "",
+            "| parameter | type | default | description |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in ["model", *knobs]:
+            value = arguments[name]
+            lines.append(
+                f"| `{name}` | {type(value).__name__} | {_cell(value_text(value))} | {_cell(parameter_help(entry, name))} |"
+            )
+        sections = [name for name in arguments if name.endswith("_config")]
+        lines += [
+            f"| {', '.join(f'`{name}`' for name in sections)} | str (JSON) | the whole section | "
+            f"{_cell(parameter_help(entry, sections[0]).replace(sections[0][: -len('_config')] + ' stage', 'stage'))} |",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def render_stage_config(cls: type) -> str:
     """The config table of one stage's config class, for its component README."""
     hints, helps, code = get_type_hints(cls), field_help(cls), cls()
@@ -218,6 +247,7 @@ def targets(root: Path) -> dict[Path, Callable[[], str]]:
     out: dict[Path, Callable[[], str]] = {
         root / "docs" / "configuration.md": render_reference,
         root / "docs" / "cluster.md": render_cluster_reference,
+        root / "docs" / "pipelines.md": render_pipeline_parameters,
     }
     for stage in stages.by_name().values():
         readme = root / "components" / stage.section / "README.md"

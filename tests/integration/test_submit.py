@@ -67,7 +67,7 @@ def parse_spec(doc: dict) -> pipeline_spec_pb2.PipelineSpec:
 
 def spec_defaults(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
     params = spec.root.input_definitions.parameters
-    return {name: p.default_value.string_value for name, p in params.items()}
+    return {name: getattr(p.default_value, p.default_value.WhichOneof("kind")) for name, p in params.items()}
 
 
 # -- submit ----------------------------------------------------------------------------

@@ -82,6 +82,11 @@ class Compiled:
         return self.k8s[self.executor_label(task)]
 
 
+def default_of(parameter) -> object:
+    """A compiled pipeline parameter's default, whatever its type (the JSON sections are strings, the knobs typed)."""
+    return getattr(parameter.default_value, parameter.default_value.WhichOneof("kind"))
+
+
 def stage_of(task) -> str:
     """The component (stage) name of a compiled task: comp-train-ner-2 -> train-ner."""
     name = task.component_ref.name.removeprefix("comp-")
@@ -219,7 +224,7 @@ def test_pipeline_root_and_baked_stage_config(full, config_file):
     params = compiled.spec.root.input_definitions.parameters
     assert set(params) == set(arguments)
     for key, value in arguments.items():
-        assert params[key].default_value.string_value == value, key
+        assert default_of(params[key]) == value, key
     assert '"model_name": "team-model"' in params["register_config"].default_value.string_value
     assert "cluster" not in " ".join(params)  # cluster settings are not pipeline parameters
 
@@ -247,7 +252,7 @@ def test_cli_compiles_with_the_defaults(name, tmp_path):
     config, _ = load_configs(entry)
     params = compiled.spec.root.input_definitions.parameters
     for key, value in pipeline_arguments(config).items():
-        assert params[key].default_value.string_value == value, key  # not the bare "{}" of the function
+        assert default_of(params[key]) == value, key  # not the bare "{}" of the function
     for task_name, task in compiled.tasks.items():
         k8s, training = compiled.k8s_config(task_name), stage_of(task) in defaults.train_stages
         assert set(secrets_of(k8s)) == {"kfnlp-s3"}

@@ -23,7 +23,7 @@ from kfnlp.launch.pipelines import pipeline_function
 REPO = Path(__file__).resolve().parents[2]
 STAGES = [stage.section for stage in stages.by_name().values()]  # component folders
 MAX_BODY_STATEMENTS = 15
-ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "Markdown", "HTML"}
+ARTIFACT_TYPES = {"Artifact", "Dataset", "Model", "Metrics", "ClassificationMetrics", "Markdown", "HTML"}
 PARAMETER_TYPES = {"String", "Integer", "Float", "Boolean", "List", "Dict"}
 
 
@@ -400,7 +400,8 @@ def test_pipeline_compiles_with_the_embedded_defaults(tmp_path):
         params = spec.root.input_definitions.parameters
         assert set(arguments) == set(params)
         for name, value in arguments.items():
-            assert params[name].default_value.string_value == value
+            default = params[name].default_value
+            assert getattr(default, default.WhichOneof("kind")) == value, name
 
 
 # (e) no secrets in compiled output ---------------------------------------------------------------

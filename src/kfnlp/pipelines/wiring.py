@@ -2,12 +2,14 @@
 register/promote ending."""
 
 import contextlib
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from kfp import dsl
 
+from kfnlp.catalog import PIPELINES, parameter_help
 from kfnlp.components.compare.component import compare
 from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
@@ -21,6 +23,20 @@ from kfnlp.sweep import TRIAL_ENV, SweepPlan
 # the sweep a pipeline function is being traced for (kfnlp.launch.pipelines traces it again inside
 # sweeping(plan)); None: the plain pipeline, as the modules define it
 _PLAN: ContextVar[SweepPlan | None] = ContextVar("kfnlp_sweep_plan", default=None)
+
+
+def documented(name: str) -> Callable:
+    """Give a pipeline function (of catalog entry ``name``) an Args section made from the config's own help,
+    under ``@dsl.pipeline``: KFP compiles it into each parameter's description, which the KFP UI's run form
+    shows beside the field."""
+
+    def document(func):
+        entry = PIPELINES[name]
+        args = [f"    {p}: {parameter_help(entry, p)}" for p in inspect.signature(func).parameters]
+        func.__doc__ = f"{inspect.getdoc(func) or ''}\n\nArgs:\n" + "\n".join(args)
+        return func
+
+    return document
 
 
 @contextlib.contextmanager
@@ -58,17 +74,20 @@ def trained(section: str, train, config, inputs: dict, score, score_inputs: dict
     return picked.outputs["model"]
 
 
-def register_and_promote(register_config, promote_config, model, evaluation, baseline=None):
-    """register the model with its evaluation (and the baseline's, if any), then run the
-    promotion gate on the new version with the same registry config."""
+def register_and_promote(register_config, promote_config, model, evaluation, baseline=None, *, model_name, margin):
+    """register the model with its evaluation (and the baseline's, if any) under ``model_name``, then run the
+    promotion gate (with ``margin``) on the new version with the same registry config."""
     inputs = {"model": model, "evaluation": evaluation}
     if baseline is not None:
         inputs["baseline"] = baseline
     registered = register(
-        config=register_config, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, **inputs
+        config=register_config, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, model_name=model_name, **inputs
     ).set_display_name("register")
     promote(
-        config=promote_config, register_config=register_config, registered=registered.outputs["registered"]
+        config=promote_config,
+        register_config=register_config,
+        registered=registered.outputs["registered"],
+        margin=margin,
     ).set_display_name("promote")
 
 
@@ -81,7 +100,7 @@ class DownstreamTask:
     evaluate: object  # its evaluate component (config, label, dataset, model) -> results
 
 
-def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict) -> None:
+def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict, knobs: dict) -> None:
     """The body of adapt-then-ner and adapt-then-cls, after the labelled data (``labelled``, a
     dataset output whose training text the masked-LM may adapt on):
 
@@ -89,9 +108,11 @@ def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict) -> Non
     train-TASK from the base and from the adapted encoder (same data and seed) -> evaluate-TASK
     both -> compare -> register (the adapted-encoder model, the base's evaluation as baseline)
     -> promote. ``configs`` maps each stage section (and train_task/evaluate_task) to its
-    pipeline parameter."""
+    pipeline parameter; ``knobs`` maps a section to its typed inputs ({"learning_rate": parameter})."""
     corpus = preprocess(config=configs["preprocess"], tokenizer=model, corpus=labelled).set_display_name("preprocess")
-    masked = mask_eval(config=configs["mask_eval"], dataset=corpus.outputs["dataset"]).set_display_name("mask-eval")
+    masked = mask_eval(
+        config=configs["mask_eval"], dataset=corpus.outputs["dataset"], **knobs["mask_eval"]
+    ).set_display_name("mask-eval")
     mlm_base = evaluate(
         config=configs["evaluate"], label="base", eval_set=masked.outputs["eval_set"], model_ref=model
     ).set_display_name("evaluate-base")
@@ -99,19 +120,24 @@ def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict) -> Non
         "train_mlm",
         train_mlm,
         configs["train_mlm"],
-        {"base_model": model, "dataset": corpus.outputs["dataset"], "eval_set": masked.outputs["eval_set"]},
+        {
+            "base_model": model,
+            "dataset": corpus.outputs["dataset"],
+            "eval_set": masked.outputs["eval_set"],
+            **knobs["train_mlm"],
+        },
         evaluate,
         {"eval_set": masked.outputs["eval_set"]},
     )
     mlm_adapted = evaluate(
         config=configs["evaluate"], label="adapted", eval_set=masked.outputs["eval_set"], model=adapted
     ).set_display_name("evaluate-adapted")
-    task_base = task.train(config=configs["train_task"], dataset=labelled, base_model_ref=model).set_display_name(
-        f"train-{task.name}-base"
-    )
-    task_adapted = task.train(config=configs["train_task"], dataset=labelled, base_model=adapted).set_display_name(
-        f"train-{task.name}-adapted"
-    )
+    task_base = task.train(
+        config=configs["train_task"], dataset=labelled, base_model_ref=model, **knobs["train_task"]
+    ).set_display_name(f"train-{task.name}-base")
+    task_adapted = task.train(
+        config=configs["train_task"], dataset=labelled, base_model=adapted, **knobs["train_task"]
+    ).set_display_name(f"train-{task.name}-adapted")
     scored = {}
     for side, fine_tuned in (("base", task_base), ("adapted", task_adapted)):
         scored[side] = task.evaluate(
@@ -133,4 +159,5 @@ def adapt_then_task(task: DownstreamTask, model, labelled, configs: dict) -> Non
         task_adapted.outputs["model"],
         scored["adapted"].outputs["results"],
         scored["base"].outputs["results"],
+        **knobs["gate"],
     )

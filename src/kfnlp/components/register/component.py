@@ -14,8 +14,10 @@ def register(
     evaluation: Input[Artifact],
     registered: Output[Artifact],
     baseline: Optional[Input[Artifact]] = None,
+    model_name: Optional[str] = None,
 ):
-    """Record the model as a new registry version with metrics, lineage and a model card."""
+    """Record the model as a new registry version with metrics, lineage and a model card. ``model_name`` (None: not
+    given) wins over config's."""
     import json
     import os
 
@@ -27,7 +29,7 @@ def register(
         result = register(
             source(model),
             source(evaluation),
-            from_json(STAGE.config, config, STAGE.section),
+            from_json(STAGE.config, config, STAGE.section, {"model_name": model_name}),
             source(baseline) if baseline is not None else None,
             run_name,
         )

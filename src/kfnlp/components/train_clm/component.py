@@ -1,3 +1,5 @@
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -5,13 +7,32 @@ from kfnlp.components import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train_clm(config: str, base_model: str, dataset: Input[Dataset], model: Output[Model], trial: str = ""):
+def train_clm(
+    config: str,
+    base_model: str,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    trial: str = "",
+    learning_rate: Optional[float] = None,
+    num_epochs: Optional[float] = None,
+    max_steps: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    seed: Optional[int] = None,
+):
     """Continue pretraining a causal LM on the domain corpus with the transformers Trainer; ``trial`` (a
-    sweep's trial) overrides config keys."""
+    sweep's trial) overrides config keys,
+    after the typed inputs (the KFP UI's fields; None: not given)."""
     from kfnlp.config import from_json
     from kfnlp.launch.in_pod import stage_guard, train_stage
     from kfnlp.stages.train_clm import STAGE, train_clm
 
     with stage_guard(STAGE.name, model, trial=trial):
-        cfg = from_json(STAGE.config, config, STAGE.section)
+        knobs = {
+            "learning_rate": learning_rate,
+            "num_epochs": num_epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
+        cfg = from_json(STAGE.config, config, STAGE.section, knobs)
         train_stage(STAGE, train_clm, cfg, model, trial=trial, dataset=dataset, base_model=base_model)

@@ -13,15 +13,29 @@ from kfp import dsl
 from kfnlp.components.evaluate_cls.component import evaluate_cls
 from kfnlp.components.preprocess_cls.component import preprocess_cls
 from kfnlp.components.train_cls.component import train_cls
-from kfnlp.pipelines.wiring import DownstreamTask, adapt_then_task
+from kfnlp.pipelines.wiring import DownstreamTask, adapt_then_task, documented
 
 
 @dsl.pipeline(
     name="adapt-then-cls",
     description="Domain-adapt a masked-LM, fine-tune a classifier from the base and the adapted encoder, compare.",
 )
+@documented("adapt-then-cls")
 def adapt_then_cls(
     model: str = "builtin:splade-tiny",
+    preprocess_cls_source: str = "builtin:imdb",
+    mask_eval_strategy: str = "token",
+    train_mlm_learning_rate: float = 5e-4,
+    train_mlm_max_steps: int = 200,
+    train_mlm_batch_size: int = 32,
+    train_mlm_seed: int = 42,
+    train_mlm_masking: str = "token",
+    train_cls_learning_rate: float = 5e-4,
+    train_cls_num_epochs: float = 3.0,
+    train_cls_batch_size: int = 32,
+    train_cls_seed: int = 42,
+    register_model_name: str = "kfnlp-cls-imdb-adapted",
+    promote_margin: float = 0.0,
     preprocess_cls_config: str = "{}",
     preprocess_config: str = "{}",
     mask_eval_config: str = "{}",
@@ -33,11 +47,13 @@ def adapt_then_cls(
     register_config: str = "{}",
     promote_config: str = "{}",
 ):
-    """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
-    stage's code defaults. The embedded defaults (``kfnlp run``, ``kfnlp compile``) set
+    """The typed parameters are the settings people change most (their defaults: the embedded defaults);
+    every other setting is in the stage's JSON parameter. The embedded defaults (``kfnlp run``, ``kfnlp compile``) set
     ``preprocess.source: cls:train``: adapt on the classifier's training texts (task-adaptive
     pretraining)."""
-    cls_data = preprocess_cls(config=preprocess_cls_config, tokenizer=model).set_display_name("preprocess-cls")
+    cls_data = preprocess_cls(
+        config=preprocess_cls_config, tokenizer=model, source=preprocess_cls_source
+    ).set_display_name("preprocess-cls")
     adapt_then_task(
         DownstreamTask("cls", train_cls, evaluate_cls),
         model,
@@ -52,5 +68,22 @@ def adapt_then_cls(
             "compare": compare_config,
             "register": register_config,
             "promote": promote_config,
+        },
+        {
+            "mask_eval": {"strategy": mask_eval_strategy},
+            "train_mlm": {
+                "learning_rate": train_mlm_learning_rate,
+                "max_steps": train_mlm_max_steps,
+                "batch_size": train_mlm_batch_size,
+                "seed": train_mlm_seed,
+                "masking": train_mlm_masking,
+            },
+            "train_task": {
+                "learning_rate": train_cls_learning_rate,
+                "num_epochs": train_cls_num_epochs,
+                "batch_size": train_cls_batch_size,
+                "seed": train_cls_seed,
+            },
+            "gate": {"model_name": register_model_name, "margin": promote_margin},
         },
     )

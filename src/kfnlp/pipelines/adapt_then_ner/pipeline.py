@@ -13,15 +13,29 @@ from kfp import dsl
 from kfnlp.components.evaluate_ner.component import evaluate_ner
 from kfnlp.components.preprocess_ner.component import preprocess_ner
 from kfnlp.components.train_ner.component import train_ner
-from kfnlp.pipelines.wiring import DownstreamTask, adapt_then_task
+from kfnlp.pipelines.wiring import DownstreamTask, adapt_then_task, documented
 
 
 @dsl.pipeline(
     name="adapt-then-ner",
     description="Domain-adapt a masked-LM, fine-tune NER from the base and the adapted encoder, compare.",
 )
+@documented("adapt-then-ner")
 def adapt_then_ner(
     model: str = "builtin:splade-tiny",
+    preprocess_ner_source: str = "builtin:wnut16",
+    mask_eval_strategy: str = "token",
+    train_mlm_learning_rate: float = 5e-4,
+    train_mlm_max_steps: int = 300,
+    train_mlm_batch_size: int = 32,
+    train_mlm_seed: int = 42,
+    train_mlm_masking: str = "token",
+    train_ner_learning_rate: float = 5e-4,
+    train_ner_num_epochs: float = 10.0,
+    train_ner_batch_size: int = 16,
+    train_ner_seed: int = 42,
+    register_model_name: str = "kfnlp-ner-wnut16-adapted",
+    promote_margin: float = 0.0,
     preprocess_ner_config: str = "{}",
     preprocess_config: str = "{}",
     mask_eval_config: str = "{}",
@@ -33,11 +47,13 @@ def adapt_then_ner(
     register_config: str = "{}",
     promote_config: str = "{}",
 ):
-    """Stage configs are JSON objects (see docs/configuration.md); ``{}`` means the
-    stage's code defaults. The embedded defaults (``kfnlp run``, ``kfnlp compile``) set
+    """The typed parameters are the settings people change most (their defaults: the embedded defaults);
+    every other setting is in the stage's JSON parameter. The embedded defaults (``kfnlp run``, ``kfnlp compile``) set
     ``preprocess.source: ner:train``: adapt on the NER training sentences (task-adaptive
     pretraining)."""
-    ner_data = preprocess_ner(config=preprocess_ner_config, tokenizer=model).set_display_name("preprocess-ner")
+    ner_data = preprocess_ner(
+        config=preprocess_ner_config, tokenizer=model, source=preprocess_ner_source
+    ).set_display_name("preprocess-ner")
     adapt_then_task(
         DownstreamTask("ner", train_ner, evaluate_ner),
         model,
@@ -52,5 +68,22 @@ def adapt_then_ner(
             "compare": compare_config,
             "register": register_config,
             "promote": promote_config,
+        },
+        {
+            "mask_eval": {"strategy": mask_eval_strategy},
+            "train_mlm": {
+                "learning_rate": train_mlm_learning_rate,
+                "max_steps": train_mlm_max_steps,
+                "batch_size": train_mlm_batch_size,
+                "seed": train_mlm_seed,
+                "masking": train_mlm_masking,
+            },
+            "train_task": {
+                "learning_rate": train_ner_learning_rate,
+                "num_epochs": train_ner_num_epochs,
+                "batch_size": train_ner_batch_size,
+                "seed": train_ner_seed,
+            },
+            "gate": {"model_name": register_model_name, "margin": promote_margin},
         },
     )

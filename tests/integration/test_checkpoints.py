@@ -126,6 +126,9 @@ def test_sigkill_at_a_random_point_then_resume_matches_an_uninterrupted_run(
     assert summary["resumed_from_step"] == killed_at
     # the whole run's mean loss, not only the steps after the resume (the checkpoint carries the running sum)
     assert summary["train_loss"] == pytest.approx(straight["train_loss"], rel=0, abs=1e-6)
+    # one curve, as if never killed: the checkpoint's log rows (restored by the Trainer), then the resumed run's
+    assert [row["step"] for row in summary["history"]] == [4, 8, 12, 16, 20, 24]
+    assert summary["history"] == straight["history"]
     # same masks, same batches, same dropout, same optimizer state: on CPU, bit-identical
     assert _eval_loss(out, tiny_eval_set, tmp_path) == _eval_loss(uninterrupted_mlm, tiny_eval_set, tmp_path)
     _assert_same_weights(out, uninterrupted_mlm)
@@ -157,7 +160,10 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits(mlm_inputs, ti
     assert not (out / MANIFEST).exists()
     result = _run(cmd)
     assert f"(step {saved[-1]})" in result.stderr
-    assert json.loads((out / "training_summary.json").read_text())["global_step"] == 24
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["global_step"] == 24
+    # stopped between logging steps: each logging step once all the same
+    assert [row["step"] for row in summary["history"]] == [4, 8, 12, 16, 20, 24]
 
 
 def test_checkpoints_on_s3_survive_a_kill_and_resume(

@@ -64,6 +64,8 @@ def test_two_processes_train_with_global_batch_and_rank_zero_writes(two_process_
     assert training["global_step"] == math.ceil(CHUNKS / (BATCH * 2)) == 13
     assert training["train_chunks"] == CHUNKS and math.isfinite(training["train_loss"])
     assert read_manifest(out, kind="model")["training"]["world_size"] == 2  # the stored manifest, not just the return
+    # rank 0's log rows, one per logging step (losses already averaged over the workers): one curve
+    assert [row["step"] for row in training["history"]] == [5, 10]
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # one writer, no leftovers
     model = AutoModelForMaskedLM.from_pretrained(str(out))
     assert model.config.model_type
@@ -79,6 +81,7 @@ def test_same_seed_two_process_runs_give_identical_weights(two_process_run, tiny
     assert second["training"]["checkpoints_saved"] == 3
     assert not list((tmp_path / "checkpoints").glob("*/step-*"))  # cleared once the model was stored
     assert second["training"]["train_loss"] == manifest["training"]["train_loss"]
+    assert second["training"]["history"] == manifest["training"]["history"]  # the same curve
     a, b = weights(first), weights(tmp_path / "again")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 

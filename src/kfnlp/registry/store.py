@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ SQLITE = "sqlite:///"
 LOCK_MODEL_PREFIX = "kfnlp-promotion-lock."  # registered models that only hold promotion leases
 DOWNLOAD_RECORD = ".kfnlp-download.json"  # in a cached models:/ copy: where it came from, file hashes
 _SECRET_KEY = re.compile(r"(secret|token|password|passwd|credential|api[_-]?key)", re.IGNORECASE)
+CURVE_PREFIX = "train/"  # a training curve named like one of the version's metrics (masked/causal LM eval_loss)
 
 
 def default_tracking_uri() -> str:
@@ -88,6 +90,33 @@ def safe_tags(tags: dict[str, Any]) -> dict[str, str]:
             raise RegistryError(f"refusing to record {key!r} in the registry: it looks like a secret")
         out[key] = str(value)
     return out
+
+
+def safe_params(params: dict[str, Any]) -> dict[str, str]:
+    """Params as MLflow takes them (strings of at most 6000 characters), without credentials in URIs,
+    leaving out a key that looks like a secret (a training setting is lineage, not worth a failed register)."""
+    out = {}
+    for key, value in params.items():
+        if _SECRET_KEY.search(key):
+            log.warning("not recording the param %r in the registry: its name looks like a secret's", key)
+            continue
+        out[key] = redact_uri(str(value))[:6000]
+    return out
+
+
+def curve_points(history: list[dict[str, Any]], reserved: set[str]) -> list[tuple[str, int, float]]:
+    """``(key, step, value)`` of every numeric value of the training history's rows (``step`` is the
+    row's optimizer step), one per key and step (the later row wins); a key in ``reserved`` (a metric
+    of the version itself) gets :data:`CURVE_PREFIX`, so the curve never hides the version's score."""
+    points: dict[tuple[str, int], float] = {}
+    for row in history:
+        step = row.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                points[(f"{CURVE_PREFIX}{key}" if key in reserved else key, step)] = float(value)
+    return [(key, step, value) for (key, step), value in points.items()]
 
 
 def _unreachable(exc: BaseException) -> str | None:
@@ -244,18 +273,19 @@ class Registry:
         tags: dict[str, Any],
         files: dict[str, Path],
         run_name: str | None = None,
+        history: list[dict[str, Any]] = (),
     ) -> dict[str, Any]:
-        """Log a run with metrics, params, tags and files; add it as a new model version."""
+        """Log a run with metrics, params, tags and files; add it as a new model version. ``history``
+        (the training summary's step rows) becomes the run's step metrics: the curves of the model."""
         from mlflow.exceptions import MlflowException
 
         tags = safe_tags(tags)
+        params = safe_params(params)
         run = None
         try:
             experiment_id = self._experiment_id()
             with self._mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-                self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-                self._mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-                self._mlflow.set_tags(tags)
+                self._log_values(run.info.run_id, metrics, params, tags, history)
                 self._mlflow.log_artifacts(str(model_dir), artifact_path="model")
                 for artifact_path, file in files.items():
                     self._mlflow.log_artifact(str(file), artifact_path=artifact_path or None)
@@ -288,6 +318,21 @@ class Registry:
             "tracking_uri": redact_uri(self.uri),
             "source": source,
         }
+
+    def _log_values(self, run_id: str, metrics: dict, params: dict, tags: dict, history: list[dict]) -> None:
+        """Params, tags, the version's metrics (at step 0) and the training curves in a few log_batch
+        calls, each within MLflow's limit of 1000 metrics."""
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+        now = int(time.time() * 1000)
+        points = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+        points += [Metric(k, v, now, step) for k, step, v in curve_points(history, set(metrics))]
+        self.client.log_batch(
+            run_id, params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()]
+        )
+        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=points[start : start + MAX_METRICS_PER_BATCH])
 
     def get_version(self, name: str, version: int):
         from mlflow.exceptions import MlflowException

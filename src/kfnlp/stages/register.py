@@ -307,6 +307,8 @@ def register(
             tags=tags,
             files=files,
             run_name=run_name,
+            # the step history; a model trained before kfnlp kept it has its loss rows
+            history=training.get("history", training.get("losses", [])),
         )
     registered["metrics"] = metrics
     registered["tags"] = {k: v for k, v in tags.items() if v is not None}

@@ -105,8 +105,30 @@ def progress_callback(stage: str):
     return _Progress()
 
 
+# the keys of the Trainer's last log row: totals of its own train() call (after a resume, only the steps
+# since), which the summary holds for the whole run (train_loss, train_runtime_s, train_samples_per_second)
+_TOTALS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"})
+
+
+def step_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Trainer's log rows as step metrics: every numeric value of each logging and evaluation row
+    (loss, learning_rate, grad_norm, epoch, eval_*), by step. A resumed run's log history is the
+    checkpoint's rows followed by its own, and a data-parallel run logs values already averaged
+    over its workers, so each curve has one point per step; were a step logged twice, its later row
+    is kept."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for entry in log_history:
+        row = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not isinstance(row.get("step"), int) or _TOTALS & row.keys():
+            continue
+        rows.pop(key := (row["step"], frozenset(row)), None)
+        rows[key] = row
+    return sorted(rows.values(), key=lambda row: row["step"])
+
+
 def summarize(trainer, train_output, seconds: float) -> dict[str, Any]:
-    """The facts a user wants after training: steps, speed, losses, data parallelism."""
+    """The facts a user wants after training: steps, speed, losses, data parallelism, and the step
+    history (what the run report plots and register logs to MLflow as the model's curves)."""
     history = trainer.state.log_history
     metrics = dict(train_output.metrics)
     args = trainer.args
@@ -133,4 +155,5 @@ def summarize(trainer, train_output, seconds: float) -> dict[str, Any]:
             for entry in history
             if "loss" in entry or "eval_loss" in entry
         ],
+        "history": step_history(history),
     }

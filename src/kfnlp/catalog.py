@@ -70,13 +70,11 @@ MLM_KNOBS = (
 NER_KNOBS = (("preprocess_ner", "source"),) + _train_knobs("train_ner") + _GATE_KNOBS
 CLS_KNOBS = (("preprocess_cls", "source"),) + _train_knobs("train_cls") + _GATE_KNOBS
 CLM_KNOBS = (("preprocess", "source"),) + _train_knobs("train_clm") + _GATE_KNOBS
-# adapt-then-TASK: the labelled data's source; the adaptation's steps and the fine-tuning's epochs
-_ADAPT_KNOBS = (("mask_eval", "strategy"),) + _train_knobs(
-    "train_mlm", ("learning_rate", "max_steps", "batch_size", "seed", "masking")
-)
-_TASK_KNOBS = ("learning_rate", "num_epochs", "batch_size", "seed")
-ADAPT_NER_KNOBS = (("preprocess_ner", "source"),) + _ADAPT_KNOBS + _train_knobs("train_ner", _TASK_KNOBS) + _GATE_KNOBS
-ADAPT_CLS_KNOBS = (("preprocess_cls", "source"),) + _ADAPT_KNOBS + _train_knobs("train_cls", _TASK_KNOBS) + _GATE_KNOBS
+# adapt-then-TASK: the labelled data's source, the adaptation's and the fine-tuning's settings. Every train task
+# gets all five train knobs: kfp 2.17's local runner fails on an optional integer input left unset (int(None)).
+_ADAPT_KNOBS = (("mask_eval", "strategy"),) + _train_knobs("train_mlm", (*_TRAIN_KNOBS, "masking"))
+ADAPT_NER_KNOBS = (("preprocess_ner", "source"),) + _ADAPT_KNOBS + _train_knobs("train_ner") + _GATE_KNOBS
+ADAPT_CLS_KNOBS = (("preprocess_cls", "source"),) + _ADAPT_KNOBS + _train_knobs("train_cls") + _GATE_KNOBS
 
 
 def knob_parameter(section: str, key: str) -> str:

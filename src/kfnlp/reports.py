@@ -50,6 +50,40 @@ def evaluation_markdown(result: dict) -> str:
     )
 
 
+def evaluation_html(result: dict) -> str:
+    """The masked-LM evaluation's page: the report's numbers, the perplexity and each prompt's fill-mask scores."""
+    from html import escape
+
+    from kfnlp import plots
+
+    m, label = result["metrics"], result["label"]
+    keys = ("perplexity", "eval_loss", "masked_tokens", "eval_chunks", "eval_seconds")
+    parts = [
+        f"<p>Model <code>{escape(result['model'])}</code> on masked eval set "
+        f"<code>{escape(result['eval_set_fingerprint'][:12])}</code>: perplexity <b>{m['perplexity']:,.2f}</b> "
+        f"over {m['masked_tokens']:,} masked tokens.</p>",
+        _html_table(["metric", "value"], [[k, m[k]] for k in keys]),
+        html_figure(
+            plots.perplexity_bars({label: m["perplexity"]}, f"Masked-LM perplexity: {label}"),
+            "exp(mean cross-entropy over every masked token of the eval set); lower is better.",
+        ),
+        "<h2>Fill-mask</h2>",
+    ]
+    for example in result["fill_mask"]:
+        if "error" in example:
+            parts.append(f"<p><b>{escape(example['prompt'])}</b>: {escape(example['error'])}</p>")
+            continue
+        scores = {p["token"]: p["score"] for p in example["predictions"]}
+        parts.append(
+            html_figure(
+                plots.score_bars({label: scores}, "probability", example["prompt"]),
+                f"The top {len(scores)} tokens for [MASK] and their probabilities.",
+            )
+        )
+        parts.append(_html_table(["token", "score"], [[p["token"], p["score"]] for p in example["predictions"]]))
+    return html_page(f"Evaluation: {label}", "".join(parts))
+
+
 def samples_markdown(samples: list[dict]) -> str:
     """Generation samples: each prompt with its greedy and seeded sampled continuation, one line each."""
     rows = [[_one_line(s["prompt"]), _one_line(s["greedy"]), _one_line(s["sampled"])] for s in samples]
@@ -77,6 +111,33 @@ def clm_evaluation_markdown(result: dict) -> str:
             ]
         )
         + "\n"
+    )
+
+
+def clm_evaluation_html(result: dict) -> str:
+    """The causal-LM evaluation's page: the report's numbers, the perplexity and the generation samples."""
+    from html import escape
+
+    from kfnlp import plots
+
+    m, label, config = result["metrics"], result["label"], result["config"]
+    keys = ("perplexity", "eval_loss", "tokens", "eval_chunks", "eval_seconds")
+    samples = [[s["prompt"], s["greedy"], s["sampled"]] for s in result["samples"]]
+    return html_page(
+        f"Causal-LM evaluation: {label}",
+        f"<p>Model <code>{escape(result['model'])}</code> on the first {m['eval_chunks']} chunks of the "
+        f"{escape(result['split'])} split: perplexity <b>{m['perplexity']:,.2f}</b> over {m['tokens']:,} predicted "
+        "tokens (next-token prediction: how well the model fits this held-out text, not how good its "
+        "generations are).</p>"
+        + _html_table(["metric", "value"], [[k, m[k]] for k in keys])
+        + html_figure(
+            plots.perplexity_bars({label: m["perplexity"]}, f"Causal-LM perplexity: {label}"),
+            "exp(mean next-token cross-entropy over the held-out chunks); lower is better.",
+        )
+        + "<h2>Generation samples</h2>"
+        + f"<p>Up to {config['max_new_tokens']} new tokens per prompt: greedy, and sampled (top-k 50, temperature 1) "
+        f"with seed {config['samples_seed']}. The prompt is not repeated.</p>"
+        + (_html_table(["prompt", "greedy", "sampled"], samples) if samples else "<p>No prompts.</p>"),
     )
 
 
@@ -132,6 +193,7 @@ def ner_evaluation_markdown(result: dict) -> str:
                 table(PER_ENTITY_HEADERS, per_entity_rows(result["per_entity"])),
                 "## Most frequent confusions (word labels)",
                 table(["gold", "predicted", "words"], _confusion_rows(result)) if result["confusions"] else "None.",
+                *_confusion_matrix_markdown(result.get("confusion"), "word labels"),
                 *notes,
                 "Predictions: `predictions.conll` (token, gold, predicted).",
             ]
@@ -153,27 +215,99 @@ HTML_STYLE = (
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}"
     "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
 )
+# a stage's page: plots scale down to the window and are not split across printed pages
+PAGE_STYLE = (
+    HTML_STYLE + "figure{margin:1em 0;break-inside:avoid}svg.plot{max-width:100%;height:auto}"
+    "figcaption{color:#444;font-size:.9em}@media print{body{margin:0;max-width:none}}"
+)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (inline style and SVG; no script, no external reference) around ``body``."""
+    from html import escape
+
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<style>{PAGE_STYLE}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def html_figure(svg: str, caption: str) -> str:
+    """An inline SVG plot with its caption."""
+    from html import escape
+
+    return f"<figure>{svg}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def occurring(confusion: dict) -> tuple[list[str], list[list[int]]]:
+    """A confusion matrix without the labels no word or example has as gold or predicted label
+    (a tag set of 21 labels is read more easily with the 12 a small test split holds)."""
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    keep = [i for i in range(len(labels)) if any(matrix[i]) or any(row[i] for row in matrix)]
+    return [labels[i] for i in keep], [[matrix[i][j] for j in keep] for i in keep]
+
+
+def _confusion_matrix_markdown(confusion: dict | None, what: str) -> list[str]:
+    """The full confusion matrix as a Markdown table (labels that occur), for the reports that also plot it."""
+    if not confusion:
+        return []
+    labels, matrix = occurring(confusion)
+    return [
+        f"## Confusion matrix ({what}; rows gold, columns predicted)",
+        table(["gold \\ predicted", *labels], [[name, *row] for name, row in zip(labels, matrix, strict=True)])
+        if labels
+        else "No words.",
+    ]
+
+
+def _scores_figure(rows: dict[str, dict], key: str, label: str, title: str, caption: str) -> str:
+    """A bar plot of one score (``key``) per entity type, tag or class (``rows``: name -> scores), most support first."""
+    from kfnlp import plots
+
+    ordered = sorted(rows.items(), key=lambda kv: -kv[1].get("support", 0))
+    return html_figure(plots.score_bars({label: {name: r[key] for name, r in ordered}}, key, title), caption)
+
+
+def _confusion_figure(confusion: dict | None, title: str, caption: str) -> str:
+    from kfnlp import plots
+
+    if not confusion:
+        return "<p>No confusion matrix in this evaluation.</p>"
+    labels, matrix = occurring(confusion)
+    return html_figure(plots.confusion_matrix(labels, matrix, title), caption)
 
 
 def ner_evaluation_html(result: dict) -> str:
+    """The NER evaluation's page: the report's numbers, per-entity F1 bars and the word-label confusion matrix."""
     from html import escape
 
     if result.get("tag_scheme") == "plain":
         return tag_evaluation_html(result)
-    m = result["metrics"]
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>NER evaluation: {escape(result['label'])}</title>"
-        f"<style>{HTML_STYLE}</style></head><body>"
-        f"<h1>NER evaluation: {escape(result['label'])}</h1>"
+    m, label = result["metrics"], result["label"]
+    return html_page(
+        f"NER evaluation: {label}",
         f"<p>Model <code>{escape(result['model'])}</code>, {escape(result['split'])} split: "
         f"{m['sentences']} sentences, {m['entities']} entities. F1 <b>{m['f1']:.4f}</b> "
         f"(strict IOB2 {m['strict_f1']:.4f}).</p>"
         + _html_table(["metric", "value"], [[k, m[k]] for k in ("precision", "recall", "f1", "accuracy", "strict_f1")])
         + "<h2>Per entity type</h2>"
+        + _scores_figure(
+            result["per_entity"],
+            "f1",
+            label,
+            f"Entity F1 per type: {label}",
+            "seqeval F1 of each entity type (default mode), the most frequent type first.",
+        )
         + _html_table(PER_ENTITY_HEADERS, per_entity_rows(result["per_entity"]))
+        + "<h2>Confusion matrix (word labels)</h2>"
+        + _confusion_figure(
+            result.get("confusion"),
+            f"Word labels: {label}",
+            "Every word by its gold label (rows) and predicted label (columns); labels no word has are left out.",
+        )
         + "<h2>Most frequent confusions</h2>"
-        + _html_table(["gold", "predicted", "words"], _confusion_rows(result))
-        + "</body></html>\n"
+        + _html_table(["gold", "predicted", "words"], _confusion_rows(result)),
     )
 
 
@@ -195,6 +329,7 @@ def tag_evaluation_markdown(result: dict) -> str:
                 table(PER_TAG_HEADERS, per_entity_rows(result["per_tag"])),
                 "## Most frequent confusions (word tags)",
                 table(["gold", "predicted", "words"], _confusion_rows(result)) if result["confusions"] else "None.",
+                *_confusion_matrix_markdown(result.get("confusion"), "word tags"),
                 *_unseen_note(m, "_"),
                 "Predictions: `predictions.conll` (token, gold, predicted).",
             ]
@@ -204,23 +339,33 @@ def tag_evaluation_markdown(result: dict) -> str:
 
 
 def tag_evaluation_html(result: dict) -> str:
+    """The page of an evaluation of plain tags: the report's numbers, per-tag F1 bars and the confusion matrix."""
     from html import escape
 
-    m = result["metrics"]
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Tagging evaluation: {escape(result['label'])}</title>"
-        f"<style>{HTML_STYLE}</style></head><body>"
-        f"<h1>Tagging evaluation: {escape(result['label'])}</h1>"
+    m, label = result["metrics"], result["label"]
+    return html_page(
+        f"Tagging evaluation: {label}",
         f"<p>Model <code>{escape(result['model'])}</code>, {escape(result['split'])} split: "
         f"{m['sentences']} sentences, {m['words']} words. Word accuracy <b>{m['accuracy']:.4f}</b> "
         f"(macro F1 {m['macro_f1']:.4f}).</p>"
         + _html_table(["metric", "value"], [["word accuracy", m["accuracy"]], ["macro F1", m["macro_f1"]]])
         + "<h2>Per tag</h2>"
+        + _scores_figure(
+            result["per_tag"],
+            "f1",
+            label,
+            f"F1 per tag: {label}",
+            "scikit-learn F1 of each tag, the most frequent first.",
+        )
         + _html_table(PER_TAG_HEADERS, per_entity_rows(result["per_tag"]))
+        + "<h2>Confusion matrix (word tags)</h2>"
+        + _confusion_figure(
+            result.get("confusion"),
+            f"Word tags: {label}",
+            "Every word by its gold tag (rows) and predicted tag (columns); tags no word has are left out.",
+        )
         + "<h2>Most frequent confusions</h2>"
-        + _html_table(["gold", "predicted", "words"], _confusion_rows(result))
-        + "</body></html>\n"
+        + _html_table(["gold", "predicted", "words"], _confusion_rows(result)),
     )
 
 
@@ -275,18 +420,45 @@ def comparison_markdown(result: dict) -> str:
 
 
 def comparison_html(result: dict) -> str:
+    """The comparison's page: the report's numbers, perplexity before/after and per-class F1 of both
+    encoders with the primary metric's bootstrap interval."""
     from html import escape
+
+    from kfnlp import plots
 
     overall, classes = _comparison_rows(result)
     title, setup, interval = _comparison_text(result)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-        f"<style>{HTML_STYLE}</style></head><body><h1>{escape(title)}</h1>"
+    p, ppl = result["primary"], result["perplexity"]
+    ordered = sorted(result["per_class"].items(), key=lambda kv: -kv[1]["support"])
+    f1 = {
+        "base encoder": {name: row["f1_base"] for name, row in ordered},
+        "adapted encoder": {name: row["f1_adapted"] for name, row in ordered},
+    }
+    return html_page(
+        title,
         f"<p><b>Verdict: {escape(result['verdict'])}.</b></p><p>{escape(setup)}</p>"
         + _html_table(["metric", "base encoder", "adapted encoder", "change"], overall)
-        + f"<p>{escape(interval)}</p><h2>Per {escape(result['classes'])} (F1)</h2>"
-        + _html_table([result["classes"], "support", "F1 base", "F1 adapted", "change"], classes)
-        + "</body></html>\n"
+        + f"<p>{escape(interval)}</p>"
+        + html_figure(
+            plots.perplexity_bars({"base": ppl["base"], "adapted": ppl["adapted"]}, "Masked-LM perplexity"),
+            "Perplexity of the base and the adapted encoder on the fixed masked eval set.",
+        )
+        + f"<h2>Per {escape(result['classes'])} (F1)</h2>"
+        + html_figure(
+            plots.score_bars(
+                f1,
+                "f1",
+                f"F1 per {result['classes']}: base and adapted encoder",
+                (p["low"], p["high"]) if "low" in p else None,
+            ),
+            f"F1 per {result['classes']}, the most frequent first"
+            + (
+                f"; under the plot the {p['confidence']:.0%} bootstrap interval of the {p['name']} difference."
+                if "low" in p
+                else "."
+            ),
+        )
+        + _html_table([result["classes"], "support", "F1 base", "F1 adapted", "change"], classes),
     )
 
 
@@ -527,22 +699,32 @@ def cls_evaluation_markdown(result: dict) -> str:
 
 
 def cls_evaluation_html(result: dict) -> str:
+    """The text-classification evaluation's page: the report's numbers, per-class F1 bars and the confusion matrix."""
     from html import escape
 
+    from kfnlp import plots
+
     overall, per_class, (headers, matrix), confused = _cls_tables(result)
-    m = result["metrics"]
-    title = f"Text-classification evaluation: {escape(result['label'])}"
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{HTML_STYLE}</style></head><body><h1>{title}</h1>"
+    m, label, confusion = result["metrics"], result["label"], result["confusion"]
+    return html_page(
+        f"Text-classification evaluation: {label}",
         f"<p>Model <code>{escape(result['model'])}</code>, {escape(result['split'])} split: "
         f"{m['examples']} examples. Accuracy <b>{m['accuracy']:.4f}</b>, macro F1 {m['macro_f1']:.4f}.</p>"
         + _html_table(["metric", "value"], overall)
         + "<h2>Per class</h2>"
+        + html_figure(
+            plots.score_bars(
+                {label: {n: r["f1"] for n, r in result["per_class"].items()}}, "f1", f"F1 per class: {label}"
+            ),
+            "scikit-learn F1 of each class.",
+        )
         + _html_table(PER_CLASS_HEADERS, per_class)
         + "<h2>Confusion matrix (rows gold, columns predicted)</h2>"
+        + html_figure(
+            plots.confusion_matrix(confusion["labels"], confusion["matrix"], f"Classes: {label}"),
+            "Every example by its gold class (rows) and predicted class (columns).",
+        )
         + _html_table(headers, matrix)
         + "<h2>Most confused examples</h2>"
-        + _html_table(CONFUSED_HEADERS, confused)
-        + "</body></html>\n"
+        + _html_table(CONFUSED_HEADERS, confused),
     )

@@ -52,6 +52,7 @@ def test_a_failed_trial_is_recorded_on_s3_and_read_from_there(s3_bucket, ner_dat
     task = run / "for-loop-1-iteration-0" / "evaluate-ner"
     results = dsl.Artifact(uri=str(task / "results"))
     metrics, report = dsl.Metrics(uri=str(task / "metrics")), dsl.Markdown(uri=str(task / "report"))
+    html, confusion = dsl.HTML(uri=str(task / "html")), dsl.ClassificationMetrics(uri=str(task / "confusion"))
     evaluate_ner.python_func(
         config="{}",
         label="trial",
@@ -60,11 +61,14 @@ def test_a_failed_trial_is_recorded_on_s3_and_read_from_there(s3_bucket, ner_dat
         results=results,
         metrics=metrics,
         report=report,
+        html=html,
+        confusion=confusion,
     )
     assert results.uri == s3_bucket.uri("runs/for-loop-1-iteration-0/evaluate-ner/results")
     evaluation = read_any_manifest(results.uri, FAILED_TRIAL_KIND)
     assert evaluation["stage"] == "evaluate-ner" and "found 'failed-trial'" in evaluation["error"]
     assert Path(metrics.path).read_bytes() == Path(report.path).read_bytes() == b""
+    assert Path(html.path).read_bytes() == Path(confusion.path).read_bytes() == b""
 
 
 def test_a_diverged_trial_replaces_its_model_on_s3(s3_bucket, ner_dataset, tmp_path, monkeypatch):

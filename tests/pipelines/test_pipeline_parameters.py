@@ -120,3 +120,17 @@ def test_typed_parameters_reach_the_stages_under_kfp_local(tmp_path):
     assert dataset["config"]["max_documents"] == 60  # the rest of the JSON still applies
     strategies = sorted(m["config"]["strategy"] for m in by_kind["eval_set"])
     assert strategies == ["token", "whole_word"]
+
+
+def test_no_task_leaves_an_optional_integer_input_unset(compiled):
+    """kfp 2.17's local runner turns an optional integer input that a task does not set into int(None) and
+    crashes before the task starts; so every task (in every DAG, sweep loops included) sets them all."""
+    entry, spec = compiled
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    integer = pipeline_spec_pb2.ParameterType.ParameterTypeEnum.NUMBER_INTEGER
+    for dag in dags:
+        for name, task in dag.tasks.items():
+            declared = spec.components[task.component_ref.name].input_definitions.parameters
+            for key, parameter in declared.items():
+                if parameter.parameter_type == integer and not parameter.HasField("default_value"):
+                    assert key in task.inputs.parameters, f"{entry.name}: task {name} leaves {key} unset"

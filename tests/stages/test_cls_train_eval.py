@@ -112,6 +112,20 @@ def test_evaluate_equals_scikit_learn_on_its_own_predictions_file(cls_evaluation
     assert "<table>" in (cls_evaluation / "report.html").read_text()
 
 
+def test_evaluation_page_plots_per_class_f1_and_the_confusion_matrix(cls_evaluation):
+    from tests.support.html_page import check_self_contained, read_page
+
+    result = json.loads((cls_evaluation / "metrics.json").read_text())
+    page = read_page((cls_evaluation / "report.html").read_text(encoding="utf-8"))
+    check_self_contained(page)
+    assert page.plots == ["F1 per class: cls", "Classes: cls"] and page.figures_with_plot == 2
+    assert page.elements("scores-0") == len(LABELS)  # one bar per class
+    assert page.elements("matrix") == 1
+    assert page.headings[0] == "Text-classification evaluation: cls"
+    assert {"Per class", "Confusion matrix (rows gold, columns predicted)"} <= set(page.headings)
+    assert result["confusion"]["labels"] == LABELS
+
+
 def test_reports_escape_example_text():
     from kfnlp.reports import cls_evaluation_html, cls_evaluation_markdown
 

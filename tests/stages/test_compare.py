@@ -96,6 +96,40 @@ def test_cls_compare_bootstraps_accuracy_and_says_who_won(gold, tmp_path):
     assert "400 test examples" in report
 
 
+def test_compare_page_plots_and_metrics_for_the_kfp_ui(gold, tmp_path):
+    """The page plots perplexity and per-class F1 with the interval; the scalars are the comparison's numbers."""
+    from kfnlp.stages.compare import summary_metrics
+    from tests.support.html_page import check_self_contained, read_page
+
+    base = cls_evaluation(tmp_path / "base", gold, noisy(gold, 0.3, 1))
+    adapted = cls_evaluation(tmp_path / "adapted", gold, noisy(gold, 0.2, 2))
+    mb, ma = mlm_evaluation(tmp_path / "mb", 50.0), mlm_evaluation(tmp_path / "ma", 20.0)
+    out = tmp_path / "comparison"
+    result = compare(mb, ma, base, adapted, str(out), CompareConfig(bootstrap_samples=200))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    page = read_page(html)
+    check_self_contained(page)
+    assert page.plots == ["Masked-LM perplexity", "F1 per class: base and adapted encoder"]
+    assert page.figures_with_plot == 2 and page.elements("perplexity") == 2  # base and adapted
+    assert page.elements("scores-0") == page.elements("scores-1") == len(LABELS)  # each encoder's bars
+    assert page.elements("interval") == 1 and "Per class (F1)" in page.headings
+    p = result["primary"]
+    assert f"[{p['low']:+.4f}, {p['high']:+.4f}]" in html  # the interval's text is in the page as well
+
+    metrics = summary_metrics(result)
+    assert metrics["perplexity_base"] == 50.0 and metrics["perplexity_adapted"] == 20.0
+    assert metrics["perplexity_ratio"] == pytest.approx(0.4)
+    assert metrics["accuracy_delta"] == pytest.approx(p["delta"]) and metrics["primary_delta"] == p["delta"]
+    assert (metrics["primary_low"], metrics["primary_high"]) == (p["low"], p["high"])
+    assert metrics["p_adapted_better"] == p["p_adapted_better"]
+    assert {f"{name}_{k}" for name in result["metrics"] for k in ("base", "adapted", "delta")} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+
+    without = compare(mb, ma, base, adapted, str(tmp_path / "no-bootstrap"), CompareConfig(bootstrap_samples=0))
+    assert "primary_low" not in summary_metrics(without) and "p_adapted_better" not in summary_metrics(without)
+    assert read_page((tmp_path / "no-bootstrap" / "report.html").read_text()).elements("interval") == 0
+
+
 def test_plain_tag_compare_bootstraps_word_accuracy(tmp_path):
     """A plain tag scheme (POS) is scored by word accuracy over the flattened words."""
     from sklearn.metrics import accuracy_score

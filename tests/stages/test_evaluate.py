@@ -64,3 +64,17 @@ def test_refuses_a_model_with_another_vocabulary(tiny_eval_set, tmp_path):
     with pytest.raises(InputError, match="different vocabulary"):
         evaluate_mlm(str(other), str(tiny_eval_set), str(tmp_path / "ev"), EvaluateConfig(), "other")
     assert not (tmp_path / "ev").exists()
+
+
+def test_evaluation_page_plots_the_perplexity_and_each_prompts_fill_mask_scores(tiny_eval_set, tmp_path):
+    from tests.support.html_page import check_self_contained, read_page
+
+    config = EvaluateConfig(batch_size=16, prompts=["a [MASK] film.", "no mask here"], top_k=4)
+    result = evaluate_mlm("builtin:splade-tiny", str(tiny_eval_set), str(tmp_path / "ev"), config, "base")
+    page = read_page((tmp_path / "ev" / "report.html").read_text(encoding="utf-8"))
+    check_self_contained(page)
+    assert page.headings[0] == "Evaluation: base" and "Fill-mask" in page.headings
+    assert page.plots == ["Masked-LM perplexity: base", "a [MASK] film."]  # the prompt without [MASK]: a line
+    assert page.figures_with_plot == 2
+    assert page.elements("perplexity") == 1 and page.elements("scores-0") == 4  # one bar per top-k token
+    assert f"{result['metrics']['perplexity']:,.1f}" in (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")

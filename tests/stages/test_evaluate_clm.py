@@ -317,3 +317,19 @@ def test_scores_a_lora_adapter_as_the_merged_model(gpt2, clm_dataset, tmp_path):
     result = evaluate_clm(str(adapter), str(clm_dataset), str(tmp_path / "ev"), config, "adapted")
     assert result["metrics"]["perplexity"] == pytest.approx(math.exp(stock_loss(merged, ids)[0]), rel=1e-5)
     assert result["metrics"]["perplexity"] != pytest.approx(math.exp(stock_loss(gpt2, ids)[0]), rel=1e-3)
+
+
+def test_evaluation_page_plots_the_perplexity_and_lists_the_samples(gpt2, clm_dataset, tmp_path):
+    from html import escape
+
+    from tests.support.html_page import check_self_contained, read_page
+
+    config = EvaluateClmConfig(max_chunks=4, prompts=["The movie was"], max_new_tokens=5)
+    result = evaluate_clm(str(gpt2), str(clm_dataset), str(tmp_path / "ev"), config, "adapted")
+    html = (tmp_path / "ev" / "report.html").read_text(encoding="utf-8")
+    page = read_page(html)
+    check_self_contained(page)
+    assert page.headings == ["Causal-LM evaluation: adapted", "Generation samples"]
+    assert page.plots == ["Causal-LM perplexity: adapted"] and page.elements("perplexity") == 1
+    sample = result["samples"][0]
+    assert escape(sample["greedy"]) in html and escape(sample["sampled"]) in html

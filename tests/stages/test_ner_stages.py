@@ -105,6 +105,43 @@ def test_evaluate_equals_seqeval_on_its_own_predictions_file(ner_evaluation):
     assert "<table>" in (ner_evaluation / "report.html").read_text()
 
 
+def test_word_label_confusion_matrix_equals_scikit_learn(ner_evaluation, ner_dataset):
+    """Every word once, gold rows and predicted columns over all labels, as sklearn counts them from the predictions file."""
+    from sklearn.metrics import confusion_matrix
+
+    result = json.loads((ner_evaluation / "metrics.json").read_text())
+    _, gold, pred = read_three_columns(ner_evaluation / "predictions.conll")
+    labels = json.loads((ner_dataset / "labels.json").read_text())["labels"]
+    words_gold, words_pred = [t for s in gold for t in s], [t for s in pred for t in s]
+    confusion = result["confusion"]
+    assert confusion["labels"] == labels  # iob2: a word the model never saw is predicted O, one of the labels
+    assert confusion["matrix"] == confusion_matrix(words_gold, words_pred, labels=labels).tolist()
+    assert sum(map(sum, confusion["matrix"])) == result["metrics"]["words"]
+    for c in result["confusions"]:  # the report's most frequent confusions are cells of the matrix
+        assert confusion["matrix"][labels.index(c["gold"])][labels.index(c["predicted"])] == c["count"]
+
+
+def test_evaluation_page_plots_per_entity_f1_and_the_confusion_matrix(ner_evaluation):
+    from kfnlp.reports import occurring
+    from tests.support.html_page import check_self_contained, read_page
+
+    result = json.loads((ner_evaluation / "metrics.json").read_text())
+    page = read_page((ner_evaluation / "report.html").read_text(encoding="utf-8"))
+    check_self_contained(page)
+    assert page.plots == ["Entity F1 per type: ner", "Word labels: ner"]
+    assert page.figures_with_plot == 2 and page.tags["svg"] == 2
+    assert page.elements("scores-0") == len(result["per_entity"])  # one bar per entity type
+    assert page.elements("matrix") == 1
+    assert page.headings[:1] == ["NER evaluation: ner"]
+    assert {"Per entity type", "Confusion matrix (word labels)"} <= set(page.headings)
+    shown, _ = occurring(result["confusion"])
+    assert "O" in shown and set(shown) <= set(result["confusion"]["labels"])
+    report = (ner_evaluation / "report.md").read_text()  # the Markdown holds the same numbers without plots
+    assert "## Confusion matrix (word labels; rows gold, columns predicted)" in report
+    header = next(line for line in report.splitlines() if line.startswith("| gold \\ predicted |"))
+    assert header.split("|")[2:-1] == [f" {name} " for name in shown]
+
+
 def test_train_ner_from_a_train_mlm_artifact_keeps_its_encoder(tiny_dataset, tiny_eval_set, tmp_path):
     """A masked-LM artifact gives its encoder weights and gets a fresh head of the dataset's labels."""
     import torch

@@ -18,10 +18,10 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 WINGS: list[tuple[str, ...]] = [
     ("kfnlp", "kfnlp.errors", "kfnlp.config", "kfnlp.assets", "kfnlp.sweep"),
     ("kfnlp.storage",),
-    ("kfnlp.data", "kfnlp.masking", "kfnlp.metrics", "kfnlp.reports", "kfnlp.registry"),
+    ("kfnlp.data", "kfnlp.masking", "kfnlp.metrics", "kfnlp.reports", "kfnlp.plots", "kfnlp.registry"),
     ("kfnlp.modeling",),
     ("kfnlp.artifacts", "kfnlp.training"),
-    ("kfnlp.stages", "kfnlp.predict"),
+    ("kfnlp.stages", "kfnlp.predict", "kfnlp.serving"),
     ("kfnlp.catalog", "kfnlp.refs"),
     ("kfnlp.launch.in_pod", "kfnlp.launch.quick_exit", "kfnlp.launch.scale_out"),
     ("kfnlp.components",),

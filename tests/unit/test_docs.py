@@ -93,7 +93,7 @@ def test_update_rewrites_only_the_generated_part(tmp_path):
 def test_check_command_fails_on_a_stale_tree(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "components").mkdir()
-    for name in ("configuration.md", "cluster.md"):
+    for name in ("configuration.md", "cluster.md", "pipelines.md"):
         (tmp_path / "docs" / name).write_text(f"{docs.BEGIN}\n{docs.END}\n", encoding="utf-8")
     for stage in stages.by_name().values():  # one component README per stage entry
         (tmp_path / "components" / stage.section).mkdir()

@@ -56,6 +56,8 @@ def evaluate_outputs(task_dir: Path) -> dict:
         "results": dsl.Artifact(uri=str(task_dir / "results")),
         "metrics": dsl.Metrics(uri=str(task_dir / "metrics")),
         "report": dsl.Markdown(uri=str(task_dir / "report")),
+        "html": dsl.HTML(uri=str(task_dir / "html")),
+        "confusion": dsl.ClassificationMetrics(uri=str(task_dir / "confusion")),
     }
 
 
@@ -151,7 +153,8 @@ def test_an_evaluation_of_a_failed_trial_records_its_own_failure(failed_trial, n
     assert record["stage"] == "evaluate-ner" and record["type"] == "ConfigError"
     assert record["error"].endswith(": a failed-trial artifact, not a model")
     assert record["values"] is None
-    for name in ("metrics", "report"):  # the other outputs exist, empty: kfp.local's cache needs them
+    # the other outputs exist, empty: kfp.local's cache needs them
+    for name in ("metrics", "report", "html", "confusion"):
         assert Path(outputs[name].path).read_bytes() == b""
     assert outputs["metrics"].metadata == {}
     assert not (tmp_path / "evaluate-ner" / ERROR_FILE).exists()
@@ -206,7 +209,8 @@ EVALUATE = textwrap.dedent(
     evaluate_ner.python_func(
         config="{}", label="trial", dataset=dsl.Dataset(uri=dataset), model=dsl.Model(uri=model),
         results=dsl.Artifact(uri=out + "/results"), metrics=dsl.Metrics(uri=out + "/metrics"),
-        report=dsl.Markdown(uri=out + "/report"),
+        report=dsl.Markdown(uri=out + "/report"), html=dsl.HTML(uri=out + "/html"),
+        confusion=dsl.ClassificationMetrics(uri=out + "/confusion"),
     )
     """
 )

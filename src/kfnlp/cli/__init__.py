@@ -1,7 +1,7 @@
 """The ``kfnlp`` command: the parser, one module per command group, and the one error line.
 
 Each group module (``kfnlp.cli.run``, ``pipelines``, ``stage``, ``registry``, ``images``,
-``cluster``, ``predict``, ``builtin``) adds its subcommands with ``add_parser`` and runs them; library modules
+``cluster``, ``predict``, ``builtin``, ``report``) adds its subcommands with ``add_parser`` and runs them; library modules
 hold no argparse.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from kfnlp import __version__
-from kfnlp.cli import builtin, cluster, images, pipelines, predict, registry, run, stage
+from kfnlp.cli import builtin, cluster, images, pipelines, predict, registry, report, run, stage
 from kfnlp.cli.config_flags import EPILOG, add_config_flags
 from kfnlp.config import bounded
 from kfnlp.errors import KfnlpError
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_parsers(sub, add_config_flags)
     predict.add_parser(sub)
     builtin.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -77,6 +78,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "upload": cluster.run_upload,
     "predict": predict.run,
     "builtin": builtin.run,
+    "report": report.run,
 }
 
 

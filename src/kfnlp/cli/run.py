@@ -20,7 +20,7 @@ def add_parser(sub, add_config_flags: Callable[..., None]) -> None:
         help="run a pipeline",
         description="Run a pipeline. --local runs it with the KFP local executor "
         "(kfp.local, one subprocess per stage, or one container with --runner docker) and writes "
-        "OUTPUT/summary.json and OUTPUT/report.md.",
+        "OUTPUT/summary.json, OUTPUT/report.md and OUTPUT/report.html.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"registry: {reg['uri']} ({reg['tracking_uri']})")
     print(f"summary:  {os.path.join(args.output, 'summary.json')}")
     print(f"report:   {os.path.join(args.output, 'report.md')}")
+    print(f"html:     {os.path.join(args.output, 'report.html')}")
     if summary["status"] != "succeeded":
         failed = [s for s in summary["stages"] if s["status"] == "failed"]
         why = "; ".join(f"{s['name']}: {s.get('error', 'failed')}" for s in failed) or "see the log"

@@ -156,6 +156,18 @@ def log_metrics(metrics_artifact, values: dict) -> None:
     path.write_text(json.dumps(numbers, indent=2), encoding="utf-8")
 
 
+def log_confusion(output, confusion: dict | None) -> None:
+    """A confusion matrix (``{"labels", "matrix"}``: rows gold, columns predicted) as a KFP
+    ClassificationMetrics artifact, which the KFP UI draws as a grid; the same JSON as its file (kfp.local's
+    task cache serves a stage only when every output file exists). No matrix: an empty one."""
+    labels, matrix = (confusion or {}).get("labels", []), (confusion or {}).get("matrix", [])
+    if labels:
+        output.log_confusion_matrix(list(labels), [[int(n) for n in row] for row in matrix])
+    path = Path(output.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"labels": labels, "matrix": matrix}), encoding="utf-8")
+
+
 def _storage_root() -> str | None:
     root = os.environ.get(STORAGE_ENV, "").rstrip("/")
     return root or None

@@ -4,7 +4,7 @@
 every component exactly as the compiled pipeline wires it. Its log goes to
 ``OUTPUT/pipeline.log`` and the terminal gets the essentials (:mod:`kfnlp.launch.log_routing`);
 afterwards the task directories are read back (:mod:`kfnlp.launch.summary`) into
-``summary.json`` and ``report.md``.
+``summary.json``, ``report.md`` and ``report.html`` (:mod:`kfnlp.launch.report`).
 
 The stage subprocesses inherit this process's environment and nothing else, so the values
 they need from the run (the storage root, the log prefix) travel as environment variables,
@@ -90,7 +90,7 @@ def run_local(
     image: str | None = None,
     resume: bool | None = None,
 ) -> dict:
-    """Run ``entry``'s pipeline under kfp.local; write summary.json and report.md.
+    """Run ``entry``'s pipeline under kfp.local; write summary.json, report.md and report.html.
 
     With ``storage`` (``s3://bucket/prefix``) every dataset, model and evaluation the stages
     write goes there (see :mod:`kfnlp.launch.in_pod`); ``output`` keeps the logs, the KFP
@@ -114,13 +114,14 @@ def run_local(
 def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner, image, resume) -> dict:
     from kfp import local
 
+    from kfnlp.launch.report import run_report_html
     from kfnlp.reports import run_report
 
     wanted = RunState(run="", pipeline=entry.name, runner=runner, storage=storage)
     previous = read_state(output)
     resumed = interrupted(output, previous, wanted, resume)
     try:
-        for stale in ("summary.json", "report.md"):
+        for stale in ("summary.json", "report.md", "report.html"):
             (output / stale).unlink(missing_ok=True)  # never leave an old run's results looking current
         root = output / "artifacts"
         root.mkdir(exist_ok=True)
@@ -207,5 +208,6 @@ def _run_locked(entry, config, output: Path, verbose, terminal, storage, runner,
     }
     _write_atomic(output / "summary.json", json.dumps(summary, indent=2, default=str))
     _write_atomic(output / "report.md", run_report(summary))
+    _write_atomic(output / "report.html", run_report_html(summary))
     write_state(output, state)
     return summary

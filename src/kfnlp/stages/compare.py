@@ -257,6 +257,19 @@ def compare(
     return result
 
 
+def summary_metrics(result: dict) -> dict[str, float]:
+    """A comparison's numbers as flat scalars (the KFP UI's run comparison): perplexity base/adapted/ratio,
+    each task metric's base/adapted/delta, and the primary metric's difference with its bootstrap interval."""
+    out = {f"perplexity_{k}": v for k, v in result["perplexity"].items()}
+    for name, row in result["metrics"].items():
+        out.update({f"{name}_{k}": row[k] for k in ("base", "adapted", "delta")})
+    primary = result["primary"]
+    out.update({f"primary_{k}": primary[k] for k in ("delta", "low", "high") if k in primary})
+    if "p_adapted_better" in primary:
+        out["p_adapted_better"] = primary["p_adapted_better"]
+    return out
+
+
 STAGE = Stage(
     name="compare",
     config=CompareConfig,

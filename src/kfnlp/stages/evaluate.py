@@ -83,7 +83,7 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
         load_masked_lm,
         load_tokenizer,
     )
-    from kfnlp.reports import evaluation_markdown
+    from kfnlp.reports import evaluation_html, evaluation_markdown
 
     started = time.monotonic()
     masked = open_eval_set(eval_set)
@@ -124,6 +124,7 @@ def evaluate_mlm(model: str, eval_set: str, output: str, config: EvaluateConfig,
         output,
         result,
         evaluation_markdown(result),
+        evaluation_html(result),
         task="mlm",
         eval_set_fingerprint=masked.fingerprint,
         metrics=metrics,

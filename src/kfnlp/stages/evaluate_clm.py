@@ -144,7 +144,7 @@ def evaluate_clm(model: str, dataset: str, output: str, config: EvaluateClmConfi
     """Score the causal LM ``model`` on the held-out chunks of the preprocess ``dataset`` and generate its
     samples; write the evaluation artifact to ``output``; return its result."""
     from kfnlp.modeling import check_causal_tokenizer, inference_device, load_causal_lm, load_tokenizer
-    from kfnlp.reports import clm_evaluation_markdown
+    from kfnlp.reports import clm_evaluation_html, clm_evaluation_markdown
 
     started = time.monotonic()
     source, data = held_out(dataset, config)
@@ -188,6 +188,7 @@ def evaluate_clm(model: str, dataset: str, output: str, config: EvaluateClmConfi
         output,
         result,
         clm_evaluation_markdown(result),
+        clm_evaluation_html(result),
         task="clm",
         eval_set_fingerprint=eval_set,
         dataset_fingerprint=source.fingerprint,

@@ -80,6 +80,14 @@ def confusions(gold: list[list[str]], predicted: list[list[str]], top: int) -> l
     return [{"gold": g, "predicted": p, "count": n} for (g, p), n in counts.most_common(top)]
 
 
+def confusion_matrix(gold: list[list[str]], predicted: list[list[str]], labels: list[str]) -> dict:
+    """Every word counted once by (gold, predicted) label: rows gold, columns predicted, over all ``labels``
+    (and the unseen-word mark last if a word carries it), as scikit-learn's ``confusion_matrix`` lays it out."""
+    counts = Counter((g, p) for gs, ps in zip(gold, predicted, strict=True) for g, p in zip(gs, ps, strict=True))
+    names = list(labels) + sorted({p for (_, p) in counts if p not in labels})
+    return {"labels": names, "matrix": [[counts.get((g, p), 0) for p in names] for g in names]}
+
+
 def entity_results(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     """IOB2 tags: seqeval's entity scores (conlleval's reading and strict IOB2) and per entity type."""
     scores = {"default": seqeval_scores(gold, predicted), "strict": seqeval_scores(gold, predicted, strict=True)}
@@ -135,6 +143,7 @@ def evaluate_ner(model: str, dataset: str, output: str, config: EvaluateNerConfi
         "dataset_fingerprint": source.fingerprint,
         **(entity_results(gold, predicted) if scheme == "iob2" else tag_results(gold, predicted)),
         "confusions": confusions(gold, predicted, config.top_confusions),
+        "confusion": confusion_matrix(gold, predicted, labels),
         "config": asdict(config),
     }
     metrics = result["metrics"]

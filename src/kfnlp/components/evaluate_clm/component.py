@@ -1,7 +1,7 @@
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from kfnlp.components import IMAGE
 
@@ -14,6 +14,7 @@ def evaluate_clm(
     results: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[Markdown],
+    html: Output[HTML],
     model_ref: str = "",
     model: Optional[Input[Model]] = None,
 ):
@@ -23,9 +24,10 @@ def evaluate_clm(
     from kfnlp.launch.in_pod import copy_file, destination, log_metrics, source, stage_guard
     from kfnlp.stages.evaluate_clm import STAGE, evaluate_clm
 
-    with stage_guard(STAGE.name, results, also=(metrics, report)):
+    with stage_guard(STAGE.name, results, also=(metrics, report, html)):
         cfg = from_json(STAGE.config, config, STAGE.section)
         out = destination(results)
         result = evaluate_clm(source(model) if model is not None else model_ref, source(dataset), out, cfg, label)
         log_metrics(metrics, result["metrics"])
         copy_file(out, "report.md", report.path)
+        copy_file(out, "report.html", html.path)

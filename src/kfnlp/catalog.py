@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from kfnlp.config import apply_overrides, blame_file, build, deep_merge, option, read_yaml, to_dict
 from kfnlp.errors import ConfigError
 from kfnlp.registry.promotion import PromoteConfig
+from kfnlp.serving.deploy import DeployConfig
 from kfnlp.stages.compare import CompareConfig
 from kfnlp.stages.evaluate import METRICS as MLM_METRICS
 from kfnlp.stages.evaluate import EvaluateConfig
@@ -100,6 +101,7 @@ class MlmAdaptConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -116,6 +118,7 @@ class NerConfig:
     evaluate_ner: EvaluateNerConfig = field(default_factory=EvaluateNerConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -137,6 +140,7 @@ class AdaptThenNerConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -153,6 +157,7 @@ class ClsConfig:
     evaluate_cls: EvaluateClsConfig = field(default_factory=EvaluateClsConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -174,6 +179,7 @@ class AdaptThenClsConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -190,6 +196,7 @@ class ClmAdaptConfig:
     evaluate_clm: EvaluateClmConfig = field(default_factory=EvaluateClmConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -370,12 +377,13 @@ def load_section(
 
 def pipeline_arguments(config) -> dict[str, Any]:
     """Pipeline parameters: plain fields as they are, stage sections as JSON strings, the pipeline's knobs as
-    their typed values; the sweep block is compiled into the pipeline's graph (its trials), not a parameter."""
+    their typed values; the sweep and deploy blocks are compiled into the pipeline's graph (the trials, the deploy
+    task and its config), not parameters."""
     entry = next(e for e in PIPELINES.values() if isinstance(config, e.config_type))
     args = {knob_parameter(section, key): getattr(getattr(config, section), key) for section, key in entry.knobs}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if isinstance(value, SweepConfig):
+        if isinstance(value, (SweepConfig, DeployConfig)):  # compiled into the graph (the trials, the deploy task)
             continue
         if dataclasses.is_dataclass(value):
             args[f"{f.name}_config"] = json.dumps(to_dict(value), sort_keys=True)

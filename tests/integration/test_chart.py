@@ -511,6 +511,44 @@ def test_scale_out_cluster_runtimes_is_one_named_get(rendered):
     assert not find(rendered["scale-out-pytorchjob"], "ClusterRole")
 
 
+DEPLOY = f"{RELEASE}-deploy"
+
+
+def test_deploy_role_allows_every_call_an_apply_makes_and_nothing_else(tmp_path):
+    # kfnlp deploy's apply (kfnlp.serving.kube), through the real kubernetes client, against the loopback
+    # stand-in of the API: a first deployment, then the same one again (an update in place)
+    from kfnlp.serving.deploy import DeployConfig
+    from kfnlp.serving.kube import apply
+    from tests.support.kube_api import KubeApi
+
+    assert not find(template_with({}), "Role", DEPLOY)
+    docs = template_with({"deploy": {"enabled": True, "serviceAccount": "default-editor"}})
+    assert validate(docs) == []
+    (role,) = find(docs, "Role", DEPLOY)
+    (binding,) = find(docs, "RoleBinding", DEPLOY)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": NAMESPACE}]
+    config = DeployConfig(service_account="kfnlp-serving", s3_secret="kfnlp-serving-s3", timeout="10s")
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kfnlp-serving"}}
+    service = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "m"}}
+    with KubeApi(namespace=NAMESPACE) as kube:
+        kube.add_secret("kfnlp-serving-s3", {"awsAccessKeyID": "a", "awsSecretAccessKey": "b"})
+        for _ in range(2):
+            apply([account, service], config, api_client=kube.client(), namespace=NAMESPACE, wait=False)
+        kube.set_condition("inferenceservices", "m", "Ready")
+        apply([account, service], config, api_client=kube.client(), namespace=NAMESPACE, poll_s=0.05)
+        calls = {_authorized_as(r) for r in kube.requests}
+    for group, resource, verb, name, _ in sorted(calls, key=str):
+        assert _allows(role["rules"], group, resource, verb, name), f"refused: {verb} {group}/{resource} {name}"
+    granted = {
+        (g, res, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for res in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert granted == {(g, res, v) for g, res, v, _, _ in calls}, "a right kfnlp deploy never uses"
+
+
 def test_network_policies_cover_every_pod(rendered):
     docs = rendered["full"]
     policies = find(docs, "NetworkPolicy")

@@ -10,7 +10,9 @@ errors as ``Status`` objects with ``reason`` and ``code``, watch events as JSON 
   ``resourceVersion``, ``fieldSelector=metadata.name=``, ``labelSelector``, ``timeoutSeconds``), delete
   (its pods go too, as garbage collection would take them), patch (JSON merge patch);
 - get of ``clustertrainingruntimes`` (cluster-scoped) and ``trainingruntimes`` (namespaced);
-- pods: list by label selector, get, and ``pods/NAME/log`` (``follow``, ``tailLines``, ``container``).
+- pods: list by label selector, get, and ``pods/NAME/log`` (``follow``, ``tailLines``, ``container``);
+- ``inferenceservices`` (serving.kserve.io) as custom objects, and the core ``serviceaccounts`` (create, get,
+  patch) and ``secrets`` (get; :meth:`KubeApi.add_secret`) that ``kfnlp deploy --apply`` uses.
 
 The test scripts a job's life with :meth:`KubeApi.add_pod` (pending, with the scheduler's message),
 :meth:`KubeApi.run_pod`, :meth:`KubeApi.log`, :meth:`KubeApi.finish_pod` (exit code) and
@@ -40,7 +42,10 @@ RESOURCES = {
     "trainingruntimes": ("trainer.kubeflow.org", "TrainingRuntime", True),
     "clustertrainingruntimes": ("trainer.kubeflow.org", "ClusterTrainingRuntime", False),
     "pytorchjobs": ("kubeflow.org", "PyTorchJob", True),
+    "inferenceservices": ("serving.kserve.io", "InferenceService", True),
 }
+# core (v1) objects besides pods: plural -> kind; the deploy tests create service accounts and read secrets
+CORE = {"serviceaccounts": "ServiceAccount", "secrets": "Secret"}
 WATCH_DEFAULT_S = 30
 
 
@@ -338,6 +343,8 @@ class KubeApi:
         with self._changed:
             if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[2] == "namespaces" and parts[4] == "pods":
                 return self._pods(method, parts[3], parts[5:], query)
+            if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[2] == "namespaces" and parts[4] in CORE:
+                return self._core(method, parts[3], parts[4], parts[5:], body)
             if parts[0] == "apis" and len(parts) >= 4:
                 return self._custom(method, parts, query, body)
         return 404, status(404, "NotFound", "the server could not find the requested resource")
@@ -361,6 +368,38 @@ class KubeApi:
             shown = lines[-int(tail) :] if tail else lines
             return 200, "".join(line + "\n" for line in shown)
         return 200, copy.deepcopy(self.pods[name])
+
+    def add_secret(self, name: str, keys: dict[str, str]) -> None:
+        """A Secret in the namespace (values base64-encoded, as the API keeps them)."""
+        import base64
+
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()}
+        with self._changed:
+            self._create(
+                "secrets",
+                self.namespace,
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data},
+            )
+
+    def _core(self, method: str, namespace: str, plural: str, rest: list[str], body: Any) -> tuple[int, Any]:
+        kind = CORE[plural]
+        key = (plural, namespace, rest[0] if rest else None)
+        if method == "POST" and not rest:
+            if not isinstance(body, dict) or body.get("kind") != kind or not body.get("metadata", {}).get("name"):
+                return 400, status(400, "BadRequest", f"the body is not a {kind} with a name")
+            key = (plural, namespace, body["metadata"]["name"])
+            if key in self.objects:
+                return 409, status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
+            return 201, self._create(plural, namespace, body)
+        if key not in self.objects:
+            return 404, status(404, "NotFound", f'{plural} "{key[2]}" not found')
+        if method == "GET":
+            return 200, copy.deepcopy(self.objects[key])
+        if method == "PATCH" and plural != "secrets":
+            self.objects[key] = merge_patch(self.objects[key], body)
+            self._modified(plural, namespace, key[2])
+            return 200, copy.deepcopy(self.objects[key])
+        return 405, status(405, "MethodNotAllowed", f"{method} is not supported on {plural}")
 
     def _custom(self, method: str, parts: list[str], query: dict[str, str], body: Any) -> tuple[int, Any]:
         group, version = parts[1], parts[2]

@@ -33,6 +33,9 @@ HELP = [
     (["predict"], ["fill-mask"]),
     (["predict", "fill-mask"], ["[MASK]", "--model", "--top-k", "--json"]),
     (["pipelines"], ["--config", "List pipelines"]),
+    (["deploy"], ["InferenceService", "--apply", "--s3-secret", "--storage-uri", "--profile", "-o FILE"]),
+    (["registry", "publish"], ["--hub", "--private", "$HF_TOKEN"]),
+    (["registry", "rollback"], ["--redeploy", "--s3-secret"]),
 ] + [
     (
         ["stage", name],

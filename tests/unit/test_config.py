@@ -306,7 +306,7 @@ def test_unquoted_yaml_no_for_a_choice_means_no(tmp_path):
         ),
         ("preprocess:\n  source: x.csv\n  chunk_size: ten\n", ":3: preprocess.chunk_size: expected an integer"),
         ("model: x\npreprocess:\n  test_size: 2\n", ":2: preprocess: test_size must be between 0 and 1"),
-        ("colour: red\n", ":1: unknown config key colour; known keys: evaluate, mask_eval, model"),
+        ("colour: red\n", ":1: unknown config key colour; known keys: deploy, evaluate, mask_eval, model"),
     ],
     ids=["unknown-key", "wrong-type", "range", "unknown-section"],
 )

@@ -1,7 +1,7 @@
 """The ``kfnlp`` command: the parser, one module per command group, and the one error line.
 
 Each group module (``kfnlp.cli.run``, ``pipelines``, ``stage``, ``registry``, ``images``,
-``cluster``, ``predict``, ``builtin``, ``report``) adds its subcommands with ``add_parser`` and runs them; library modules
+``cluster``, ``predict``, ``builtin``, ``report``, ``serve``, ``deploy``) adds its subcommands with ``add_parser`` and runs them; library modules
 hold no argparse.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 
 from kfnlp import __version__
-from kfnlp.cli import builtin, cluster, images, pipelines, predict, registry, report, run, stage
+from kfnlp.cli import builtin, cluster, deploy, images, pipelines, predict, registry, report, run, serve, stage
 from kfnlp.cli.config_flags import EPILOG, add_config_flags
 from kfnlp.config import bounded
 from kfnlp.errors import KfnlpError
@@ -58,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub, add_config_flags)
     pipelines.add_parser(sub)
     stage.add_parser(sub, add_config_flags)
-    registry.add_parser(sub)
+    registry.add_parser(sub, add_config_flags)
     images.add_parser(sub)
     cluster.add_parsers(sub, add_config_flags)
     predict.add_parser(sub)
     builtin.add_parser(sub)
     report.add_parser(sub)
+    serve.add_parser(sub)
+    deploy.add_parser(sub, add_config_flags)
     return parser
 
 
@@ -79,6 +81,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": predict.run,
     "builtin": builtin.run,
     "report": report.run,
+    "serve": serve.run,
+    "deploy": deploy.run,
 }
 
 

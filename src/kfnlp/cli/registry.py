@@ -14,10 +14,10 @@ SHOWN_METRICS = ("perplexity", "f1", "precision", "recall", "strict_f1", "eval_l
 READ_ONLY = ("list", "show", "diff", "export")  # never create a store
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, add_config_flags=None) -> None:
     registry = sub.add_parser(
         "registry",
-        help="model registry: list, show, diff, promote, rollback, export",
+        help="model registry: list, show, diff, promote, rollback, export, publish",
         description="The model registry (MLflow): the embedded store under the kfnlp home by default, "
         "or the server in $MLFLOW_TRACKING_URI / --tracking-uri. Models load from it with "
         "--model models:/NAME@champion or models:/NAME/VERSION.",
@@ -48,8 +48,29 @@ def add_parser(sub) -> None:
     prom.add_argument("--margin", type=float, default=0.0, help="required improvement of the primary metric")
     prom.add_argument("--guard", action="append", default=[], metavar="METRIC:TOL", help="e.g. recall:0.02")
     prom.add_argument("--force", action="store_true", help="promote even if the gate rejects (recorded as forced)")
-    back = add_action("rollback", help="make @previous-champion the champion again")
+    back = add_action(
+        "rollback",
+        help="make @previous-champion the champion again",
+        description="Make @previous-champion the champion again; with --redeploy also render and apply the "
+        "InferenceService of the new champion, as kfnlp deploy NAME --apply does (its flags below).",
+    )
     back.add_argument("name", metavar="NAME")
+    back.add_argument("--redeploy", action="store_true", help="deploy the new champion on KServe (kfnlp deploy)")
+    if add_config_flags is not None:
+        from kfnlp.cli.deploy import add_deploy_flags
+
+        add_deploy_flags(back, add_config_flags, redeploy=True)
+        back.set_defaults(apply=True)
+    publish = add_action(
+        "publish",
+        help="push a version to the Hugging Face Hub (model files, tokenizer, model card; a tag per version)",
+        description="Push NAME's champion (NAME@ALIAS, NAME/VERSION: another version) to the Hub repository "
+        "REPO_ID: its model files, tokenizer and model card (metrics, data lineage, eval set, limitations) in one "
+        "commit on main, tagged vVERSION. The token is read from $HF_TOKEN only; $HF_ENDPOINT names another Hub.",
+    )
+    publish.add_argument("name", metavar="NAME[@ALIAS|/VERSION]")
+    publish.add_argument("--hub", required=True, metavar="REPO_ID", help="Hub repository, NAMESPACE/NAME")
+    publish.add_argument("--private", action="store_true", help="create the repository private")
     export = add_action(
         "export",
         help="write a version's model files to a new directory (--merge: a LoRA adapter merged into its base)",
@@ -138,6 +159,16 @@ def run(args: argparse.Namespace) -> int:
     registry = Registry(args.tracking_uri, read_only=args.action in READ_ONLY)
     if args.action == "export":
         return _export(registry, args)
+    if args.action == "publish":
+        from kfnlp.serving.hub import publish
+
+        result = publish(registry, args.name, args.hub, private=args.private)
+        print(
+            json.dumps(result, indent=2)
+            if args.json
+            else f"published {args.name} (v{result['version']}) to {result['url']} at revision {result['revision']}"
+        )
+        return 0
     if args.action == "promote":
         decision = promote(
             registry, args.name, args.version, PromoteConfig(margin=args.margin, guards=args.guard), args.force
@@ -145,8 +176,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(decision.__dict__, indent=2) if args.json else decision.line())
         return 0 if decision.outcome in ("promoted", "unchanged") else 3
     if args.action == "rollback":
+        if args.redeploy:
+            from kfnlp.cli.deploy import deploy_config
+
+            deploy_config(args)  # a bad deploy setting is refused before the aliases move
         decision = rollback(registry, args.name)
         print(json.dumps(decision.__dict__, indent=2) if args.json else decision.line())
+        if args.redeploy:
+            from kfnlp.cli.deploy import deploy_spec
+
+            return deploy_spec(args, f"{args.name}@{CHAMPION}", registry)
         return 0
     if args.action == "list" and not args.name:
         models = [

@@ -18,21 +18,25 @@ from kfnlp.launch.images import IMAGE_ENV
 
 def pipeline_function(entry: PipelineEntry, config: Any = None) -> Any:
     """``entry``'s ``@dsl.pipeline`` function (importing kfp and the components); with a ``config``
-    whose ``sweep`` is set, that function traced again with the sweep in place of its train stage
-    (the trials and their parallelism are part of the graph, as the config gave them)."""
+    whose ``sweep`` is set or whose ``deploy`` is enabled, that function traced again with the sweep in place
+    of its train stage (the trials and their parallelism are part of the graph, as the config gave them) and a
+    deploy task after promote (its config part of the graph)."""
     original = getattr(importlib.import_module(entry.module), entry.function)
     plan = entry.sweep_plan(config) if config is not None else None
-    if plan is None:
+    deploying = config is not None and config.deploy.enabled
+    if plan is None and not deploying:
         return original
     from kfp import dsl
 
-    from kfnlp.pipelines.wiring import sweeping
+    from kfnlp.config import to_json
+    from kfnlp.pipelines.wiring import tracing
 
     func = original.pipeline_func
+    deploy_config = to_json(config.deploy) if deploying else None
 
     @functools.wraps(func)
     def swept(*args):
-        with sweeping(plan):
+        with tracing(plan, deploy_config):
             return func(*args)
 
     return dsl.pipeline(

@@ -11,6 +11,7 @@ from kfp import dsl
 
 from kfnlp.catalog import PIPELINES, parameter_help
 from kfnlp.components.compare.component import compare
+from kfnlp.components.deploy.component import deploy
 from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
@@ -21,8 +22,10 @@ from kfnlp.components.train_mlm.component import train_mlm
 from kfnlp.sweep import TRIAL_ENV, SweepPlan
 
 # the sweep a pipeline function is being traced for (kfnlp.launch.pipelines traces it again inside
-# sweeping(plan)); None: the plain pipeline, as the modules define it
+# tracing(plan, ...)); None: the plain pipeline, as the modules define it
 _PLAN: ContextVar[SweepPlan | None] = ContextVar("kfnlp_sweep_plan", default=None)
+# the deploy section (JSON) a pipeline function is traced with (deploy.enabled); None: no deploy task
+_DEPLOY: ContextVar[str | None] = ContextVar("kfnlp_deploy", default=None)
 
 
 def documented(name: str) -> Callable:
@@ -40,13 +43,15 @@ def documented(name: str) -> Callable:
 
 
 @contextlib.contextmanager
-def sweeping(plan: SweepPlan) -> Iterator[None]:
-    """Trace pipeline functions with ``plan``'s sweep in place of its train stage."""
-    token = _PLAN.set(plan)
+def tracing(plan: SweepPlan | None, deploy_config: str | None) -> Iterator[None]:
+    """Trace pipeline functions with ``plan``'s sweep in place of its train stage and (``deploy_config``, the
+    deploy section as JSON) a deploy task after promote."""
+    tokens = (_PLAN.set(plan), _DEPLOY.set(deploy_config))
     try:
         yield
     finally:
-        _PLAN.reset(token)
+        _PLAN.reset(tokens[0])
+        _DEPLOY.reset(tokens[1])
 
 
 def trained(section: str, train, config, inputs: dict, score, score_inputs: dict):
@@ -76,19 +81,29 @@ def trained(section: str, train, config, inputs: dict, score, score_inputs: dict
 
 def register_and_promote(register_config, promote_config, model, evaluation, baseline=None, *, model_name, margin):
     """register the model with its evaluation (and the baseline's, if any) under ``model_name``, then run the
-    promotion gate (with ``margin``) on the new version with the same registry config."""
+    promotion gate (with ``margin``) on the new version with the same registry config; traced for a deploy,
+    then deploy what the gate promoted."""
     inputs = {"model": model, "evaluation": evaluation}
     if baseline is not None:
         inputs["baseline"] = baseline
     registered = register(
         config=register_config, run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, model_name=model_name, **inputs
     ).set_display_name("register")
-    promote(
+    gate = promote(
         config=promote_config,
         register_config=register_config,
         registered=registered.outputs["registered"],
         margin=margin,
     ).set_display_name("promote")
+    deploy_config = _DEPLOY.get()
+    if deploy_config is not None:
+        deploy(
+            config=deploy_config,
+            register_config=register_config,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            registered=registered.outputs["registered"],
+            decision=gate.outputs["decision"],
+        ).set_display_name("deploy")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ MODULES = (
     "evaluate",
     "register",
     "promote",
+    "deploy",
     "preprocess_ner",
     "train_ner",
     "evaluate_ner",

@@ -19,6 +19,7 @@ from kfnlp.storage.store import ArtifactStore
 from kfnlp.storage.stores import (
     check_input,
     check_output,
+    files_uri,
     local_input,
     open_artifact,
     read_any_manifest,
@@ -34,6 +35,7 @@ __all__ = [
     "S3Store",
     "check_input",
     "check_output",
+    "files_uri",
     "fingerprint",
     "local_input",
     "open_artifact",

@@ -62,6 +62,17 @@ def check_input(source: str, check_local: Callable[[str], object]) -> None:
     store_for(source).check_input(source, check_local)
 
 
+def files_uri(ref: Ref) -> str:
+    """Where a complete artifact's files lie as a plain directory, for a reader outside kfnlp (KServe's storage
+    initializer downloads a prefix as it is): a local artifact's own path; on S3 the current stored version's
+    prefix, readable until that version is replaced."""
+    if store_for(ref).local_path(ref) is not None:
+        return str(ref)
+    from kfnlp.storage.s3.artifacts import resolve_version
+
+    return resolve_version(str(ref))
+
+
 def check_output(output: Ref, inputs: Mapping[str, str | None]) -> None:
     """Cheap check, before a stage does any work, that writing its artifact to ``output`` loses
     nothing: a local output may replace only what kfnlp wrote (see

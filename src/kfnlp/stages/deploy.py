@@ -1,0 +1,64 @@
+"""deploy: the pipelines' optional last step. After promote, serve the model's champion on KServe when the gate
+promoted this run's version (``deploy.enabled``; off by default, and then the task is not in the graph at all).
+The apply is :func:`kfnlp.serving.kube.deploy`, the same as ``kfnlp deploy --apply``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from kfnlp.errors import InputError
+from kfnlp.serving.deploy import DeployConfig
+from kfnlp.serving.kube import deploy
+from kfnlp.stages.entry import Input, Stage
+
+log = logging.getLogger(__name__)
+
+
+def deploy_registered(
+    registered: str,
+    decision: str,
+    config: DeployConfig,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    **connection,
+) -> dict[str, Any]:
+    """The pipelines' deploy step: after promote, deploy the model's champion when the gate promoted this run's
+    version (and only then); the same run applied again updates the same InferenceService."""
+    from kfnlp.registry import Registry
+
+    try:
+        entry = json.loads(Path(registered).read_text(encoding="utf-8"))
+        name, version = entry["name"], int(entry["version"])
+        outcome = json.loads(Path(decision).read_text(encoding="utf-8")).get("outcome")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{registered} / {decision}: not a register and a promote stage output ({exc})") from None
+    if not config.enabled:
+        return {"model": name, "version": version, "outcome": "skipped", "reason": "deploy disabled"}
+    if outcome != "promoted":
+        log.info("deploy: %s v%d was not promoted (%s); nothing deployed", name, version, outcome)
+        return {"model": name, "version": version, "outcome": "skipped", "reason": f"promotion {outcome}"}
+    result = deploy(Registry(tracking_uri), name, config, run_name=run_name, **connection)
+    if result["version"] != version:  # promoted, then superseded by a concurrent run: deploy what is champion
+        log.info("deploy: the champion is now v%d (promoted after v%d)", result["version"], version)
+    log.info("deploy: %s v%d serving as %s", name, result["version"], result["name"])
+    return {**result, "outcome": "deployed"}
+
+
+STAGE = Stage(
+    name="deploy",
+    config=DeployConfig,
+    function=deploy_registered,
+    help="deploy the champion on KServe when promote promoted this run's version (humans: kfnlp deploy)",
+    inputs=(
+        Input("registered", "the JSON a register stage wrote (name and version)", required=True),
+        Input("decision", "the JSON a promote stage wrote (its outcome)", required=True),
+        Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)"),
+        Input("run_name", "the pipeline run, for the InferenceService's labels"),
+    ),
+    example="enabled=true",
+    registry=True,
+    cache=False,
+)

@@ -115,7 +115,12 @@ def test_deploy_renders_the_version_on_s3(s3_bucket, cased_on_s3, tmp_path, caps
     assert model["modelFormat"] == {"name": "huggingface"}
     assert model["storageUri"] == cased_on_s3  # the registry's own files: nothing copied
     # a cased tokenizer: the runtime must not lower-case the input
-    assert model["args"] == ["--model_name=ner-wnut", "--task=token_classification", "--disable_lower_case"]
+    assert model["args"] == [
+        "--model_name=ner-wnut",
+        "--task=token_classification",
+        "--disable_lower_case",
+        "--return_probabilities",
+    ]
     assert model["resources"]["requests"] == {"cpu": "3", "memory": "16Gi", "example.com/gpu": "2"}
     assert model["resources"]["limits"]["example.com/gpu"] == "2"
     # what kubectl would send parses into the SDK's own model, field for field
@@ -135,6 +140,7 @@ def test_uncased_models_keep_the_runtime_lower_casing(s3_bucket, tmp_path):
     assert service["spec"]["predictor"]["model"]["args"] == [
         "--model_name=uncased-staging",
         "--task=token_classification",
+        "--return_probabilities",
     ]
 
 

@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     fm.add_argument("--top-k", type=int, default=5, help="predictions per text (default: 5)")
     fm.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fm.add_argument("texts", nargs="+", metavar="TEXT", help="text containing [MASK]")
+    _add_endpoint_options(fm)
     ner = predict_sub.add_parser(
         "ner",
         help="tag named entities (or each word, for a model of plain tags)",
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
     )
     ner.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ner.add_argument("texts", nargs="+", metavar="TEXT", help="text to tag")
+    _add_endpoint_options(ner)
     cls = predict_sub.add_parser(
         "text-classification",
         help="classify text",
@@ -52,7 +54,33 @@ def add_parser(sub) -> None:
     cls.add_argument("--top-k", type=int, default=5, help="labels per text (default: 5, at most the model's)")
     cls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cls.add_argument("texts", nargs="+", metavar="TEXT", help="text to classify")
+    _add_endpoint_options(cls)
     _add_generate_parser(predict_sub)
+
+
+def _add_endpoint_options(parser) -> None:
+    """Ask a model deployed on KServe's Hugging Face runtime instead of running it here (:mod:`kfnlp.serving.client`)."""
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="send the texts to this InferenceService (its base URL, http[s]://HOST[:PORT]) on KServe's Hugging "
+        "Face runtime, and turn its label ids and tokens into the same answer as locally with --model's "
+        "config and tokenizer (default: run --model here)",
+    )
+    parser.add_argument(
+        "--protocol", choices=["v1", "v2"], default="v1", help="with --endpoint: KServe v1 or Open Inference v2"
+    )
+    parser.add_argument(
+        "--name",
+        help="with --endpoint: the model name in the URL, the InferenceService's (default: from --model, as "
+        "kfnlp deploy names it)",
+    )
+    parser.add_argument(
+        "--lower-case",
+        action="store_true",
+        help="with --endpoint: the runtime lower-cases the input (deployed without --disable_lower_case, not by "
+        "kfnlp deploy, for a cased model)",
+    )
 
 
 def _add_generate_parser(predict_sub) -> None:
@@ -154,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         # check_model_ref, which may import transformers (it reads the variable once, on import)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     check_model_ref(args.model, "--model")
+    if getattr(args, "endpoint", None):
+        return _remote(args)
     if args.task == "ner":
         return _ner(args)
     if args.task == "text-classification":
@@ -163,10 +193,30 @@ def run(args: argparse.Namespace) -> int:
     return _fill_mask(args)
 
 
-def _ner(args: argparse.Namespace) -> int:
+def _remote(args: argparse.Namespace) -> int:
+    """The same answer and printout from a deployed model (scores None when the runtime sends label ids only)."""
+    from kfnlp.serving.client import Endpoint, predict, service_name
+
+    task = {"ner": "token-classification"}.get(args.task, args.task)
+    if task != "token-classification" and args.top_k < 1:
+        raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
+    endpoint = Endpoint(args.endpoint, args.name or service_name(args.model), args.protocol)
+    results = predict(
+        task, endpoint, args.model, args.texts, top_k=getattr(args, "top_k", 5), lower_case=args.lower_case or None
+    )
+    printer = {"token-classification": _ner, "text-classification": _classify, "fill-mask": _fill_mask}[task]
+    return printer(args, results)
+
+
+def _score(value) -> str:
+    return f"{value:7.4f}" if value is not None else "      -"
+
+
+def _ner(args: argparse.Namespace, results: list[dict] | None = None) -> int:
     from kfnlp.predict import entities
 
-    results = entities(args.model, args.texts)
+    if results is None:
+        results = entities(args.model, args.texts)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -178,41 +228,43 @@ def _ner(args: argparse.Namespace) -> int:
                 print(f"  {score:>7}  {w['tag'] or '(not seen)':<14} {w['word']!r} [{w['start']}:{w['end']}]")
             continue
         for e in item["entities"]:
-            print(f"  {e['score']:7.4f}  {e['entity_group']:<14} {e['word']!r} [{e['start']}:{e['end']}]")
+            print(f"  {_score(e['score'])}  {e['entity_group']:<14} {e['word']!r} [{e['start']}:{e['end']}]")
         if not item["entities"]:
             print("  (no entities)")
     return 0
 
 
-def _classify(args: argparse.Namespace) -> int:
+def _classify(args: argparse.Namespace, results: list[dict] | None = None) -> int:
     from kfnlp.predict import classify
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
-    results = classify(args.model, args.texts, args.top_k)
+    if results is None:
+        results = classify(args.model, args.texts, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for item in results:
         print(item["text"])
         for p in item["labels"]:
-            print(f"  {p['score']:7.4f}  {p['label']}")
+            print(f"  {_score(p['score'])}  {p['label']}")
     return 0
 
 
-def _fill_mask(args: argparse.Namespace) -> int:
+def _fill_mask(args: argparse.Namespace, results: list[dict] | None = None) -> int:
     from kfnlp.predict import fill_mask
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k: expected an integer >= 1, got {args.top_k}")
-    results = fill_mask(args.model, args.texts, args.top_k)
+    if results is None:
+        results = fill_mask(args.model, args.texts, args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for item in results:
         print(item["text"])
         for p in item["predictions"]:
-            print(f"  {p['score']:7.4f}  {p['token']}")
+            print(f"  {_score(p['score'])}  {p['token']}")
     return 0
 
 

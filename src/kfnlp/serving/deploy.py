@@ -459,6 +459,8 @@ def render(
     args = [f"--model_name={name}", f"--task={task}"]
     if not lower_cases(files):
         args.append("--disable_lower_case")
+    if task != "text_generation":  # scores, as kfnlp predict gives them (kfnlp.serving.client maps the ids)
+        args.append("--return_probabilities")
     model: dict[str, Any] = {
         "modelFormat": {"name": "huggingface"},
         "storageUri": storage_uri,

@@ -110,9 +110,11 @@ def test_pinned_dependencies(containerfile):
 
 def test_every_runtime_dependency_is_pinned():
     """What pyproject says kfnlp needs at run time is in the image (it installs kfnlp with --no-deps):
-    boto3 was once missing, so every stage reading s3:// in a pod would have failed to import it."""
+    boto3 was once missing, so every stage reading s3:// in a pod would have failed to import it. The
+    serve extra too: the pipelines' deploy step validates its InferenceService with kserve's models in a pod."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = project["dependencies"] + project["optional-dependencies"]["embedded"]
+    extras = project["optional-dependencies"]
+    wanted = project["dependencies"] + extras["embedded"] + extras["serve"]
     names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
     pinned = {line.split("==")[0].lower().replace("_", "-") for line in _requirement_lines()}
     assert names - pinned == {"torch"}  # torch: per variant, in the Containerfile
@@ -270,6 +272,12 @@ def test_image_runs_a_stage_as_non_root(built_image):
     assert stage.returncode == 0, stage.stderr[-3000:]
     summary = json.loads(stage.stdout)
     assert summary["counts"]["train"]["sentences"] == 50
+    # the serve extra is in: the deploy step checks its InferenceService against kserve's models in the pod
+    deploy = podman_run(
+        "python", "-c", "import kfnlp.serving.deploy, kfnlp.stages.deploy; from kfnlp.serving.deploy import "
+        "_model_class; _model_class('V1beta1InferenceService')",
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stderr[-3000:]
 
 
 @pytest.mark.image

@@ -16,11 +16,12 @@ from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from kfnlp import catalog, stages
+from kfnlp.api_models import parse_toleration
 from kfnlp.catalog import pipeline_arguments
 from kfnlp.errors import ConfigError
 from kfnlp.launch.cluster import settings as cluster
 from kfnlp.launch.cluster.compile import compile_pipeline, load_configs
-from kfnlp.launch.cluster.settings import ClusterConfig, load_cluster, parse_toleration
+from kfnlp.launch.cluster.settings import ClusterConfig, load_cluster
 from kfnlp.launch.images import LOCAL_IMAGE
 from tests.support.cli import run_cli
 

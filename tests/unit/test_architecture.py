@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Wings from the bottom up; a module belongs to the longest prefix listed. A wing may import its own
 # modules and those of any lower wing, never a higher one.
 WINGS: list[tuple[str, ...]] = [
-    ("kfnlp", "kfnlp.errors", "kfnlp.config", "kfnlp.assets", "kfnlp.sweep"),
+    ("kfnlp", "kfnlp.errors", "kfnlp.config", "kfnlp.assets", "kfnlp.sweep", "kfnlp.api_models"),
     ("kfnlp.storage",),
     ("kfnlp.data", "kfnlp.masking", "kfnlp.metrics", "kfnlp.reports", "kfnlp.plots", "kfnlp.registry"),
     ("kfnlp.modeling",),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kfnlp.api_models import build, finder, parse_toleration
 from kfnlp.config import FieldError, option
 from kfnlp.errors import ConfigError, InputError, KfnlpError
 from kfnlp.registry.promotion import CHAMPION
@@ -170,18 +171,6 @@ class DeployConfig:
     def timeout_s(self) -> int:
         number, unit = DURATION.match(self.timeout).groups()
         return int(number) * {"s": 1, "m": 60, "h": 3600}[unit]
-
-
-def parse_toleration(text: str) -> dict[str, str]:
-    """``KEY[=VALUE][:EFFECT]`` as a Toleration (no value: operator Exists), as the cluster profiles write them."""
-    rest, _, effect = text.rpartition(":") if ":" in text else (text, "", "")
-    key, eq, value = rest.partition("=")
-    out = {"key": key, "operator": "Equal" if eq else "Exists"}
-    if eq:
-        out["value"] = value
-    if effect:
-        out["effect"] = effect
-    return out
 
 
 class DeployError(KfnlpError):
@@ -506,10 +495,6 @@ def deploy_manifests(
 
 # --- validation by the SDK's models --------------------------------------------------------------------------
 
-_LIST = re.compile(r"^list\[(.+)\]$")
-_DICT = re.compile(r"^dict\(str, (.+)\)$")
-_PRIMITIVES = {"str": (str,), "int": (int,), "bool": (bool,), "float": (float, int), "object": (object,)}
-
 
 def _model_class(name: str):
     import kubernetes.client.models as k8s_models
@@ -519,46 +504,14 @@ def _model_class(name: str):
     kserve_modules()  # importing kserve parses sys.argv (a pipeline pod's executor flags, kfnlp's own): not here
     import kserve.models as kserve_models
 
-    cls = getattr(kserve_models, name, None) or getattr(k8s_models, name, None)
-    if cls is None:
-        raise ValueError(f"no model {name}")
-    return cls
-
-
-def _build(value: Any, type_name: str, path: str) -> Any:
-    if m := _LIST.match(type_name):
-        if not isinstance(value, list):
-            raise ValueError(f"{path or '.'}: expected a list, got {type(value).__name__}")
-        return [_build(v, m.group(1), f"{path}[{i}]") for i, v in enumerate(value)]
-    if m := _DICT.match(type_name):
-        if not isinstance(value, dict):
-            raise ValueError(f"{path or '.'}: expected a mapping, got {type(value).__name__}")
-        return {k: _build(v, m.group(1), f"{path}.{k}") for k, v in value.items()}
-    if type_name == "ResourceQuantity":  # a string in the API (kserve's overhead field names it so)
-        type_name = "str"
-    if type_name in _PRIMITIVES:
-        if not isinstance(value, _PRIMITIVES[type_name]) or (type_name != "bool" and isinstance(value, bool)):
-            raise ValueError(f"{path}: expected {type_name}, got {type(value).__name__} {value!r}")
-        return value
-    cls = _model_class(type_name)
-    if not isinstance(value, dict):
-        raise ValueError(f"{path or '.'}: expected an object ({type_name}), got {type(value).__name__}")
-    by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}
-    unknown = sorted(set(value) - set(by_json))
-    if unknown:
-        raise ValueError(f"{path}.{unknown[0]}: unknown field of {type_name}")
-    kwargs = {by_json[k]: _build(v, cls.openapi_types[by_json[k]], f"{path}.{k}") for k, v in value.items()}
-    try:
-        return cls(**kwargs)  # the model's own checks: required fields, enums
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{path or '.'}: {exc}") from None
+    return finder(kserve_models, k8s_models)(name)
 
 
 def validate(manifest: dict[str, Any], model: str) -> Any:
     """Build ``manifest`` into the pinned kserve SDK's (and the kubernetes client's) models key by key: an unknown
     key, a wrong type or a missing required field is a ConfigError naming the path."""
     try:
-        return _build(manifest, model, "")
+        return build(manifest, model, _model_class)
     except ValueError as exc:
         raise ConfigError(f"{manifest.get('kind', model)} manifest refused by the kserve SDK models: {exc}") from None
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kfnlp import catalog
+from kfnlp.api_models import parse_toleration
 from kfnlp.assets import made_builtin
 from kfnlp.catalog import PipelineEntry, pipeline_arguments
 from kfnlp.config import fields_of_kind, to_dict
@@ -37,7 +38,6 @@ from kfnlp.launch.cluster.settings import (
     duration_seconds,
     load_cluster,
     parse_label,
-    parse_toleration,
 )
 from kfnlp.launch.pipelines import in_image, pipeline_function, retrace
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from kfnlp.api_models import parse_toleration
 from kfnlp.config import build, deep_merge, option, to_dict
 from kfnlp.errors import ConfigError
 
@@ -223,18 +224,6 @@ def quantity(text: str) -> float:
     """A Kubernetes CPU or memory quantity as a number (for request <= limit)."""
     number, unit = re.match(r"^([0-9.]+)(.*)$", text).groups()
     return float(number) * UNITS[unit]
-
-
-def parse_toleration(text: str) -> dict[str, str]:
-    """``KEY[=VALUE][:EFFECT]`` -> add_toleration arguments (no value: operator Exists)."""
-    rest, _, effect = text.rpartition(":") if ":" in text else (text, "", "")
-    key, eq, value = rest.partition("=")
-    out = {"key": key, "operator": "Equal" if eq else "Exists"}
-    if eq:
-        out["value"] = value
-    if effect:
-        out["effect"] = effect
-    return out
 
 
 def parse_label(text: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kfnlp import api_models
 from kfnlp.errors import ConfigError
 from kfnlp.launch.scale_out.spec import ScaleOut
 
@@ -298,53 +299,13 @@ def validate_pytorchjob(manifest: dict[str, Any]) -> None:
     """Build ``manifest`` into the ``kubeflow-training`` models (nested Kubernetes models from the
     ``kubernetes`` client), key by key: unknown keys, wrong types and missing required fields are refused."""
     try:
-        _build_model(manifest, "KubeflowOrgV1PyTorchJob", "")
-    except _Refused as exc:
+        api_models.build(manifest, "KubeflowOrgV1PyTorchJob", _model_class)
+    except ValueError as exc:
         raise ConfigError(f"PyTorchJob manifest refused by the Training Operator models: {exc}") from None
-
-
-class _Refused(Exception):
-    pass
-
-
-_LIST = re.compile(r"^list\[(.+)\]$")
-_DICT = re.compile(r"^dict\(str, (.+)\)$")
-_PRIMITIVES = {"str": (str,), "int": (int,), "bool": (bool,), "float": (float, int), "object": (object,)}
 
 
 def _model_class(name: str):
     import kubernetes.client.models as k8s_models
     from kubeflow.training import models as training_models
 
-    cls = getattr(training_models, name, None) or getattr(k8s_models, name, None)
-    if cls is None:
-        raise _Refused(f"no model {name}")
-    return cls
-
-
-def _build_model(value: Any, type_name: str, path: str) -> Any:
-    if m := _LIST.match(type_name):
-        if not isinstance(value, list):
-            raise _Refused(f"{path or '.'}: expected a list, got {type(value).__name__}")
-        return [_build_model(v, m.group(1), f"{path}[{i}]") for i, v in enumerate(value)]
-    if m := _DICT.match(type_name):
-        if not isinstance(value, dict):
-            raise _Refused(f"{path or '.'}: expected a mapping, got {type(value).__name__}")
-        return {k: _build_model(v, m.group(1), f"{path}.{k}") for k, v in value.items()}
-    if type_name in _PRIMITIVES:
-        ok = isinstance(value, _PRIMITIVES[type_name]) and not (type_name != "bool" and isinstance(value, bool))
-        if not ok:
-            raise _Refused(f"{path}: expected {type_name}, got {type(value).__name__} {value!r}")
-        return value
-    cls = _model_class(type_name)
-    if not isinstance(value, dict):
-        raise _Refused(f"{path or '.'}: expected an object ({type_name}), got {type(value).__name__}")
-    by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}
-    unknown = sorted(set(value) - set(by_json))
-    if unknown:
-        raise _Refused(f"{path}.{unknown[0]}: unknown field of {type_name}")
-    kwargs = {by_json[k]: _build_model(v, cls.openapi_types[by_json[k]], f"{path}.{k}") for k, v in value.items()}
-    try:
-        return cls(**kwargs)  # the model's own checks: required fields, enums
-    except (ValueError, TypeError) as exc:
-        raise _Refused(f"{path or '.'}: {exc}") from None
+    return api_models.finder(training_models, k8s_models)(name)

@@ -55,25 +55,25 @@ def entities(model: str, texts: list[str]) -> list[dict]:
     tagger = pipeline("token-classification", model=net, tokenizer=load_tokenizer(model), device=inference_device())
     if scheme == "plain":
         return [{"text": text, "words": word_tags(tagger, text)} for text in texts]
-    results = []
-    for text in texts:
-        found = tagger(text, aggregation_strategy="simple")
-        results.append(
+    return [ner_answer(text, tagger(text, aggregation_strategy="simple")) for text in texts]
+
+
+def ner_answer(text: str, found: list[dict], scored: bool = True) -> dict:
+    """One text's answer as ``kfnlp predict ner`` gives it (and kfnlp serve, and the client of a deployed model):
+    the token-classification pipeline's grouped entities (``found``), with their scores unless ``scored`` is off."""
+    return {
+        "text": text,
+        "entities": [
             {
-                "text": text,
-                "entities": [
-                    {
-                        "entity_group": e["entity_group"],
-                        "word": e["word"],
-                        "start": int(e["start"]),
-                        "end": int(e["end"]),
-                        "score": round(float(e["score"]), 6),
-                    }
-                    for e in found
-                ],
+                "entity_group": e["entity_group"],
+                "word": e["word"],
+                "start": int(e["start"]),
+                "end": int(e["end"]),
+                "score": round(float(e["score"]), 6) if scored else None,
             }
-        )
-    return results
+            for e in found
+        ],
+    }
 
 
 def word_tags(tagger, text: str) -> list[dict]:

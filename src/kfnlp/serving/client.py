@@ -18,6 +18,7 @@ from typing import Any
 
 from kfnlp.config import bounded, shown
 from kfnlp.errors import ConfigError, InputError
+from kfnlp.predict import ner_answer
 
 TASKS = ("fill-mask", "token-classification", "text-classification")
 PROTOCOLS = ("v1", "v2")
@@ -316,21 +317,7 @@ def entities(endpoint: Endpoint, model: DeployedModel, texts: list[str]) -> list
             _simple(),
         )
         found = [e for e in grouper.aggregate(pre, _simple()) if e.get("entity_group") != "O"]
-        results.append(
-            {
-                "text": text,
-                "entities": [
-                    {
-                        "entity_group": e["entity_group"],
-                        "word": e["word"],
-                        "start": int(e["start"]),
-                        "end": int(e["end"]),
-                        "score": round(float(e["score"]), 6) if known else None,
-                    }
-                    for e in found
-                ],
-            }
-        )
+        results.append(ner_answer(text, found, scored=known))
     return results
 
 

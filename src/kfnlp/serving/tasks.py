@@ -173,27 +173,12 @@ class TokenClassification(Runner):
         )
 
     def _run(self, texts: list[str]) -> list[dict]:
-        from kfnlp.predict import word_tags
+        from kfnlp.predict import ner_answer, word_tags
 
         if self.scheme == "plain":
             return [{"text": text, "words": word_tags(self.pipe, text)} for text in texts]
         found = self.pipe(texts, aggregation_strategy="simple", batch_size=len(texts))
-        return [
-            {
-                "text": text,
-                "entities": [
-                    {
-                        "entity_group": e["entity_group"],
-                        "word": e["word"],
-                        "start": int(e["start"]),
-                        "end": int(e["end"]),
-                        "score": round(float(e["score"]), 6),
-                    }
-                    for e in entities
-                ],
-            }
-            for text, entities in zip(texts, found, strict=True)
-        ]
+        return [ner_answer(text, entities) for text, entities in zip(texts, found, strict=True)]
 
 
 class TextClassification(Runner):

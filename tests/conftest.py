@@ -119,3 +119,38 @@ def s3_bucket(s3_server, monkeypatch, tmp_path):
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return S3Bucket(s3_server, s3_server.create_bucket())
+
+
+@pytest.fixture(scope="session")
+def entity_model(tmp_path_factory) -> Path:
+    """A token classifier from preprocess-ner and train-ner on a CoNLL file where places and people are easy to
+    learn (a few seconds: it must find entities for the grouping to be tested): for kfnlp serve and the client of a
+    deployed model."""
+    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
+    from kfnlp.stages.train_ner import TrainNerConfig, train_ner
+
+    root = tmp_path_factory.mktemp("entity-model")
+    places, people = ["Paris", "London", "Berlin", "Madrid"], ["Obama", "Merkel", "Macron", "Sunak"]
+    lines = []
+    for i in range(80):
+        place, person = places[i % 4], people[(i // 4) % 4]
+        words = [("we", "O"), ("met", "O"), (person, "B-PER"), ("in", "O"), (place, "B-LOC"), (f"on day {i}", "O")]
+        lines += [f"{w} {tag}" for word, tag in words for w in word.split()] + [""]
+    (root / "train.conll").write_text("\n".join(lines), encoding="utf-8")
+    preprocess_ner(str(root / "dataset"), NerPreprocessConfig(source=str(root / "train.conll")), "builtin:splade-tiny")
+    config = TrainNerConfig(learning_rate=5e-3, batch_size=16, max_steps=24, logging_steps=50, save_strategy="no")
+    train_ner(str(root / "dataset"), str(root / "model"), config, "builtin:splade-tiny")
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def sentiment_model(tmp_path_factory) -> Path:
+    """An IMDB sentiment classifier, from preprocess-cls and a few steps of train-cls."""
+    from kfnlp.stages.preprocess_cls import PreprocessClsConfig, preprocess_cls
+    from kfnlp.stages.train_cls import TrainClsConfig, train_cls
+
+    root = tmp_path_factory.mktemp("sentiment-model")
+    preprocess_cls(str(root / "dataset"), PreprocessClsConfig(max_examples=16, max_length=64), "builtin:splade-tiny")
+    config = TrainClsConfig(learning_rate=1e-3, batch_size=8, max_steps=2, logging_steps=50, save_strategy="no")
+    train_cls(str(root / "dataset"), str(root / "model"), config, "builtin:splade-tiny")
+    return root / "model"

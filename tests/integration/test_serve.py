@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -46,40 +45,6 @@ def fill_mask(tmp_path_factory):
         "--max-request-bytes", "4096", "--max-length", str(MAX_LENGTH), log=log,
     ) as served:  # fmt: skip
         yield served
-
-
-@pytest.fixture(scope="module")
-def ner_model(tmp_path_factory) -> Path:
-    """A token classifier from preprocess-ner and train-ner on a CoNLL file where places and people are easy to
-    learn (a few seconds: it must find entities for the grouping to be tested)."""
-    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
-    from kfnlp.stages.train_ner import TrainNerConfig, train_ner
-
-    root = tmp_path_factory.mktemp("serve-ner")
-    places, people = ["Paris", "London", "Berlin", "Madrid"], ["Obama", "Merkel", "Macron", "Sunak"]
-    lines = []
-    for i in range(80):
-        place, person = places[i % 4], people[(i // 4) % 4]
-        words = [("we", "O"), ("met", "O"), (person, "B-PER"), ("in", "O"), (place, "B-LOC"), (f"on day {i}", "O")]
-        lines += [f"{w} {tag}" for word, tag in words for w in word.split()] + [""]
-    (root / "train.conll").write_text("\n".join(lines), encoding="utf-8")
-    preprocess_ner(str(root / "dataset"), NerPreprocessConfig(source=str(root / "train.conll")), MODEL)
-    config = TrainNerConfig(learning_rate=5e-3, batch_size=16, max_steps=24, logging_steps=50, save_strategy="no")
-    train_ner(str(root / "dataset"), str(root / "model"), config, MODEL)
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
-def cls_model(tmp_path_factory) -> Path:
-    """An IMDB sentiment classifier, from preprocess-cls and a few steps of train-cls."""
-    from kfnlp.stages.preprocess_cls import PreprocessClsConfig, preprocess_cls
-    from kfnlp.stages.train_cls import TrainClsConfig, train_cls
-
-    root = tmp_path_factory.mktemp("serve-cls")
-    preprocess_cls(str(root / "dataset"), PreprocessClsConfig(max_examples=16, max_length=64), MODEL)
-    config = TrainClsConfig(learning_rate=1e-3, batch_size=8, max_steps=2, logging_steps=50, save_strategy="no")
-    train_cls(str(root / "dataset"), str(root / "model"), config, MODEL)
-    return root / "model"
 
 
 def test_fill_mask_v1_and_v2_answer_as_predict_does(fill_mask):
@@ -190,14 +155,14 @@ def test_a_chunked_body_over_the_limit_is_refused(fill_mask):
     assert "--max-request-bytes" in json.loads(response.read())["error"]
 
 
-def test_ner_groups_entities_with_label_names_as_predict_does(ner_model, tmp_path):
+def test_ner_groups_entities_with_label_names_as_predict_does(entity_model, tmp_path):
     from kfnlp.modeling import load_token_classifier
     from kfnlp.predict import entities
 
     texts = ["yesterday we met Obama in Berlin", "Macron was in London and Paris"]
-    expected = entities(str(ner_model), texts)
-    labels = set(load_token_classifier(str(ner_model)).config.id2label.values())
-    with ServedModel(ner_model, "--name", "ner", log=tmp_path / "ner.log") as served:
+    expected = entities(str(entity_model), texts)
+    labels = set(load_token_classifier(str(entity_model)).config.id2label.values())
+    with ServedModel(entity_model, "--name", "ner", log=tmp_path / "ner.log") as served:
         status, body = served.v1(texts)
         assert status == 200, body
         close(body["predictions"], expected)
@@ -208,12 +173,12 @@ def test_ner_groups_entities_with_label_names_as_predict_does(ner_model, tmp_pat
     assert groups and all(f"B-{group}" in labels for group in groups)  # names, not LABEL_3
 
 
-def test_text_classification_answers_as_predict_does(cls_model, tmp_path):
+def test_text_classification_answers_as_predict_does(sentiment_model, tmp_path):
     from kfnlp.predict import classify
 
     texts = ["A wonderful, moving film.", "Dull and far too long; I left early."]
-    expected = classify(str(cls_model), texts, top_k=2)
-    with ServedModel(cls_model, "--top-k", "2", log=tmp_path / "cls.log") as served:
+    expected = classify(str(sentiment_model), texts, top_k=2)
+    with ServedModel(sentiment_model, "--top-k", "2", log=tmp_path / "cls.log") as served:
         assert served.name == "model"
         status, body = served.v1(texts)
     assert status == 200, body

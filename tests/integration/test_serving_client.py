@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -42,40 +41,6 @@ def same(got, expected, *, scores: bool, where: str = "") -> None:
 
 
 @pytest.fixture(scope="module")
-def ner_model(tmp_path_factory) -> Path:
-    """A token classifier from preprocess-ner and train-ner where places and people are easy to learn (seconds;
-    it must find entities for the grouping to be tested)."""
-    from kfnlp.stages.preprocess_ner import NerPreprocessConfig, preprocess_ner
-    from kfnlp.stages.train_ner import TrainNerConfig, train_ner
-
-    root = tmp_path_factory.mktemp("client-ner")
-    places, people = ["Paris", "London", "Berlin", "Madrid"], ["Obama", "Merkel", "Macron", "Sunak"]
-    lines = []
-    for i in range(80):
-        place, person = places[i % 4], people[(i // 4) % 4]
-        words = [("we", "O"), ("met", "O"), (person, "B-PER"), ("in", "O"), (place, "B-LOC"), (f"on day {i}", "O")]
-        lines += [f"{w} {tag}" for word, tag in words for w in word.split()] + [""]
-    (root / "train.conll").write_text("\n".join(lines), encoding="utf-8")
-    preprocess_ner(str(root / "dataset"), NerPreprocessConfig(source=str(root / "train.conll")), MODEL)
-    config = TrainNerConfig(learning_rate=5e-3, batch_size=16, max_steps=24, logging_steps=50, save_strategy="no")
-    train_ner(str(root / "dataset"), str(root / "model"), config, MODEL)
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
-def cls_model(tmp_path_factory) -> Path:
-    """An IMDB sentiment classifier, from preprocess-cls and a few steps of train-cls."""
-    from kfnlp.stages.preprocess_cls import PreprocessClsConfig, preprocess_cls
-    from kfnlp.stages.train_cls import TrainClsConfig, train_cls
-
-    root = tmp_path_factory.mktemp("client-cls")
-    preprocess_cls(str(root / "dataset"), PreprocessClsConfig(max_examples=16, max_length=64), MODEL)
-    config = TrainClsConfig(learning_rate=1e-3, batch_size=8, max_steps=2, logging_steps=50, save_strategy="no")
-    train_cls(str(root / "dataset"), str(root / "model"), config, MODEL)
-    return root / "model"
-
-
-@pytest.fixture(scope="module")
 def mlm_dir() -> str:
     from kfnlp.modeling import model_dir
 
@@ -87,13 +52,13 @@ NER_TEXTS = ["yesterday we met Obama in Berlin", "Macron was in London and Paris
 
 @pytest.mark.parametrize("probabilities", [True, False], ids=["probabilities", "ids"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_ner_grouped_with_label_names_as_predict_does(ner_model, protocol, probabilities):
+def test_ner_grouped_with_label_names_as_predict_does(entity_model, protocol, probabilities):
     from kfnlp.predict import entities
 
-    expected = entities(str(ner_model), NER_TEXTS)
+    expected = entities(str(entity_model), NER_TEXTS)
     assert any(item["entities"] for item in expected)  # the grouping is tested on real entities
-    with HfRuntime(str(ner_model), "ner", "token_classification", return_probabilities=probabilities) as runtime:
-        got = predict("token-classification", Endpoint(runtime.url, "ner", protocol), str(ner_model), NER_TEXTS)
+    with HfRuntime(str(entity_model), "ner", "token_classification", return_probabilities=probabilities) as runtime:
+        got = predict("token-classification", Endpoint(runtime.url, "ner", protocol), str(entity_model), NER_TEXTS)
     same(got, expected, scores=probabilities)
     assert runtime.requests  # answered by the stand-in, in the protocol asked for
     assert ("instances" in runtime.requests[0]) == (protocol == "v1")
@@ -101,14 +66,18 @@ def test_ner_grouped_with_label_names_as_predict_does(ner_model, protocol, proba
 
 @pytest.mark.parametrize("probabilities", [True, False], ids=["probabilities", "ids"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_classification_label_names_as_predict_does(cls_model, protocol, probabilities):
+def test_classification_label_names_as_predict_does(sentiment_model, protocol, probabilities):
     from kfnlp.predict import classify
 
     texts = ["A wonderful, moving film.", "Dull and far too long; I left early."]
     top_k = 2 if probabilities else 1
-    expected = classify(str(cls_model), texts, top_k=top_k)
-    with HfRuntime(str(cls_model), "cls", "sequence_classification", return_probabilities=probabilities) as runtime:
-        got = predict("text-classification", Endpoint(runtime.url, "cls", protocol), str(cls_model), texts, top_k=2)
+    expected = classify(str(sentiment_model), texts, top_k=top_k)
+    with HfRuntime(
+        str(sentiment_model), "cls", "sequence_classification", return_probabilities=probabilities
+    ) as runtime:
+        got = predict(
+            "text-classification", Endpoint(runtime.url, "cls", protocol), str(sentiment_model), texts, top_k=2
+        )
     same(got, expected, scores=probabilities)
 
 
@@ -126,14 +95,14 @@ def test_fill_mask_as_predict_does(mlm_dir, protocol, probabilities):
     assert all("[MASK]" in text for text in runtime.requests[0].get("instances", texts))
 
 
-def test_a_cased_model_needs_the_runtime_told_not_to_lower_case(ner_model, tmp_path):
+def test_a_cased_model_needs_the_runtime_told_not_to_lower_case(entity_model, tmp_path):
     """The runtime's habit: a cased tokenizer lower-cased unless ``--disable_lower_case`` (what ``kfnlp deploy``
     renders for it). Told, the client's entities equal predict's; not told, the model sees other tokens, and
     the client, told the runtime lower-cases, still points each entity into the text as sent."""
     from kfnlp.predict import entities
 
     cased = tmp_path / "cased"
-    shutil.copytree(ner_model, cased, ignore=shutil.ignore_patterns(MANIFEST))  # a plain model directory
+    shutil.copytree(entity_model, cased, ignore=shutil.ignore_patterns(MANIFEST))  # a plain model directory
     config = json.loads((cased / "tokenizer_config.json").read_text())
     (cased / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
     texts = ["yesterday we met Obama in Berlin"]
@@ -148,39 +117,39 @@ def test_a_cased_model_needs_the_runtime_told_not_to_lower_case(ner_model, tmp_p
         assert texts[0][entity["start"] : entity["end"]].lower() == entity["word"]
 
 
-def test_cli_predict_with_endpoint(cls_model):
+def test_cli_predict_with_endpoint(sentiment_model):
     from kfnlp.predict import classify
 
     texts = ["A wonderful, moving film."]
-    with HfRuntime(str(cls_model), "cls-model", "sequence_classification", return_probabilities=True) as runtime:
+    with HfRuntime(str(sentiment_model), "cls-model", "sequence_classification", return_probabilities=True) as runtime:
         result = run_cli(
             "predict", "text-classification", "--endpoint", runtime.url, "--protocol", "v2", "--name", "cls-model",
-            "--model", str(cls_model), "--top-k", "2", "--json", *texts,
+            "--model", str(sentiment_model), "--top-k", "2", "--json", *texts,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    same(json.loads(result.stdout), classify(str(cls_model), texts, top_k=2), scores=True)
+    same(json.loads(result.stdout), classify(str(sentiment_model), texts, top_k=2), scores=True)
 
 
-def test_error_lines(cls_model):
+def test_error_lines(sentiment_model):
     texts = ["fine"]
     unreachable = Endpoint(f"http://127.0.0.1:{free_port()}", "cls")
     with pytest.raises(ConfigError, match=r"^--endpoint http://127\.0\.0\.1:\d+/v1/models/cls:predict: cannot connect"):
-        predict("text-classification", unreachable, str(cls_model), texts)
-    with HfRuntime(str(cls_model), "cls", "sequence_classification") as runtime:
+        predict("text-classification", unreachable, str(sentiment_model), texts)
+    with HfRuntime(str(sentiment_model), "cls", "sequence_classification") as runtime:
         with pytest.raises(ConfigError, match=r"HTTP 404 Not Found: Model with name other does not exist\.$"):
-            predict("text-classification", Endpoint(runtime.url, "other"), str(cls_model), texts)
+            predict("text-classification", Endpoint(runtime.url, "other"), str(sentiment_model), texts)
         # answers of the wrong shape: a list where a label id belongs, a label the model does not have
         runtime.inferences = lambda texts: [[1, 0]]
         with pytest.raises(ConfigError, match="expected a label id or probabilities per text, got"):
-            predict("text-classification", Endpoint(runtime.url, "cls"), str(cls_model), texts)
+            predict("text-classification", Endpoint(runtime.url, "cls"), str(sentiment_model), texts)
         runtime.inferences = lambda texts: [7]
         with pytest.raises(ConfigError, match="the runtime answered label id 7; the model has 2 labels"):
-            predict("text-classification", Endpoint(runtime.url, "cls"), str(cls_model), texts)
+            predict("text-classification", Endpoint(runtime.url, "cls"), str(sentiment_model), texts)
         runtime.inferences = lambda texts: [0]  # one prediction for two texts
         with pytest.raises(ConfigError, match="1 predictions for 2 texts"):
-            predict("text-classification", Endpoint(runtime.url, "cls"), str(cls_model), ["a", "b"])
+            predict("text-classification", Endpoint(runtime.url, "cls"), str(sentiment_model), ["a", "b"])
     result = run_cli(
-        "predict", "text-classification", "--endpoint", unreachable.url, "--model", str(cls_model), "fine"
+        "predict", "text-classification", "--endpoint", unreachable.url, "--model", str(sentiment_model), "fine"
     )  # fmt: skip
     assert result.returncode == 2 and "cannot connect" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -22,10 +22,12 @@ import json
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import yaml
+
+from tests.support.loopback import LoopbackHttp
 
 
 @dataclass
@@ -57,7 +59,7 @@ class HubApi:
         self.repos: dict[str, Repo] = {}
         self.calls: list[Call] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: LoopbackHttp | None = None
 
     def __enter__(self) -> HubApi:
         hub = self
@@ -65,20 +67,17 @@ class HubApi:
         class Handler(_Handler):
             api = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = LoopbackHttp(Handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._http:
+            self._http.stop()
 
     @property
     def url(self) -> str:
-        assert self._server, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._http, "not started"
+        return self._http.url
 
     def route(self, method: str, path: str, body: bytes, authorization: str | None) -> tuple[int, Any]:
         with self._lock:

@@ -27,8 +27,10 @@ import json
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackHttp
 
 API = "/apis/v2beta1"
 CREATED = "2025-01-01T00:00:00Z"
@@ -74,7 +76,7 @@ class FakeKfpApi:
     def __post_init__(self):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: LoopbackHttp | None = None
         self._url: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -91,16 +93,13 @@ class FakeKfpApi:
         class Handler(_Handler):
             fake = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = LoopbackHttp(Handler)
+        self._url = self._http.url
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._http:
+            self._http.stop()
+            self._http = None
 
     @property
     def url(self) -> str:

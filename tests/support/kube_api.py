@@ -32,9 +32,11 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.support.loopback import LoopbackHttp
 
 # plural -> (group, kind, namespaced)
 RESOURCES = {
@@ -120,7 +122,7 @@ class KubeApi:
         self.events: list[tuple[int, str, tuple[str, str | None, str], dict[str, Any]]] = []
         self._versions = itertools.count(100)
         self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: LoopbackHttp | None = None
         self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -130,23 +132,20 @@ class KubeApi:
         class Handler(_Handler):
             kube = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._http = LoopbackHttp(Handler)
         return self
 
     def __exit__(self, *exc) -> None:
         self._stopping = True
         with self._changed:
             self._changed.notify_all()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._http:
+            self._http.stop()
 
     @property
     def url(self) -> str:
-        assert self._server, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._http, "not started"
+        return self._http.url
 
     def client(self):
         """The real client, configured as a kubeconfig would configure it."""

@@ -1,9 +1,12 @@
-"""What the loopback test servers (MLflow, S3) share: finding their own venv's command, a free port."""
+"""What the loopback test servers share: finding their own venv's command (MLflow, S3), a free port, and the
+threaded HTTP server the in-process API stand-ins (Kubernetes, KFP, Hub, KServe's runtime) answer on."""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,3 +36,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class LoopbackHttp:
+    """``handler`` answering on 127.0.0.1 (a free port) from a daemon thread, until :meth:`stop`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

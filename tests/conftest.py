@@ -24,6 +24,18 @@ def kfnlp_home(tmp_path_factory, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def kfnlp_logger():
+    """The ``kfnlp`` logger as it was before the test: a test that runs ``kfnlp.cli.main`` in this process
+    (which configures the logger, as a command does for its process) leaves no handler or level to the next."""
+    import logging
+
+    logger = logging.getLogger("kfnlp")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield logger
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A preprocessed IMDB sample (300 reviews) as a dataset artifact."""

@@ -86,11 +86,30 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes, not to the stream of the call that
+    configured it: ``main()`` called again in one process (a test, a notebook) after stderr was swapped keeps
+    working, and never writes to a closed stream."""
+
+    def __init__(self, fmt: str):
+        super().__init__()
+        self.setFormatter(logging.Formatter(fmt))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, handlers=[_Stderr("%(levelname)s %(name)s: %(message)s")]
+    )
+    # one handler of ours on the kfnlp logger, however often main() runs in a process
+    log.handlers[:] = [h for h in log.handlers if not isinstance(h, _Stderr)] + [_Stderr("%(message)s")]
     log.propagate = False
     log.setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:

@@ -33,6 +33,7 @@ from kfnlp.stages.mask_eval import MaskEvalConfig
 from kfnlp.stages.preprocess import PreprocessConfig
 from kfnlp.stages.preprocess_cls import PreprocessClsConfig
 from kfnlp.stages.preprocess_ner import NerPreprocessConfig
+from kfnlp.stages.publish import PublishConfig
 from kfnlp.stages.register import TASK_METRICS, RegisterConfig
 from kfnlp.stages.train_clm import TrainClmConfig
 from kfnlp.stages.train_cls import TrainClsConfig
@@ -102,6 +103,7 @@ class MlmAdaptConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -119,6 +121,7 @@ class NerConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -141,6 +144,7 @@ class AdaptThenNerConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -158,6 +162,7 @@ class ClsConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -180,6 +185,7 @@ class AdaptThenClsConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -197,6 +203,7 @@ class ClmAdaptConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
@@ -377,13 +384,13 @@ def load_section(
 
 def pipeline_arguments(config) -> dict[str, Any]:
     """Pipeline parameters: plain fields as they are, stage sections as JSON strings, the pipeline's knobs as
-    their typed values; the sweep and deploy blocks are compiled into the pipeline's graph (the trials, the deploy
-    task and its config), not parameters."""
+    their typed values; the sweep, deploy and publish blocks are compiled into the pipeline's graph (the trials, the
+    deploy and publish tasks and their configs), not parameters."""
     entry = next(e for e in PIPELINES.values() if isinstance(config, e.config_type))
     args = {knob_parameter(section, key): getattr(getattr(config, section), key) for section, key in entry.knobs}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if isinstance(value, (SweepConfig, DeployConfig)):  # compiled into the graph (the trials, the deploy task)
+        if isinstance(value, (SweepConfig, DeployConfig, PublishConfig)):  # compiled into the graph (trials, tasks)
             continue
         if dataclasses.is_dataclass(value):
             args[f"{f.name}_config"] = json.dumps(to_dict(value), sort_keys=True)

@@ -98,3 +98,30 @@ def test_publish_needs_the_token_from_the_environment(tmp_path, kfnlp_home):
         absent = run_cli("registry", "publish", "ner-tok@staging", "--hub", "team/x", env={**env, "HF_TOKEN": TOKEN})
         assert absent.returncode == 2 and "has no @staging" in absent.stderr
         assert hub.repos == {}
+
+
+def test_the_pipeline_step_publishes_only_what_the_gate_promoted(tmp_path, kfnlp_home):
+    """The publish stage as a pipeline runs it after promote (through `kfnlp stage publish`, the same function the
+    component calls): a rejected version is not pushed; a promoted one is, under its own tag."""
+    registry = Registry()
+    register(registry, tmp_path, "ner-step", 1, cased=True)
+    registered = tmp_path / "registered.json"
+    registered.write_text(json.dumps({"name": "ner-step", "version": 1}))
+    rejected, promoted = tmp_path / "rejected.json", tmp_path / "promoted.json"
+    rejected.write_text(json.dumps({"outcome": "rejected"}))
+    promoted.write_text(json.dumps({"outcome": "promoted"}))
+    with HubApi(TOKEN) as hub:
+        env = {
+            "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
+            "KFNLP_HOME": str(kfnlp_home),
+        }  # fmt: skip
+        step = ("stage", "publish", "--registered", str(registered), "--set", "enabled=true")
+        skipped = run_cli(*step, "--decision", str(rejected), "--set", "repo_id=team/ner-step", env=env)
+        assert skipped.returncode == 0, skipped.stderr
+        assert hub.repos == {}
+        done = run_cli(*step, "--decision", str(promoted), "--set", "repo_id=team/ner-step", env=env)
+        assert done.returncode == 0, done.stderr
+        assert set(hub.repos["team/ner-step"].tags) == {"v1"}
+        assert TOKEN not in done.stdout + done.stderr
+        refused = run_cli(*step, "--decision", str(promoted), env=env)  # enabled without a repository
+        assert refused.returncode == 2 and "repo_id: required when publish.enabled is true" in refused.stderr

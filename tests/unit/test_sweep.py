@@ -334,7 +334,7 @@ def test_sweep_is_every_pipeline_configs_last_section_and_no_parameter():
         assert set(arguments) == {
             f"{f.name}_config" if dataclasses.is_dataclass(getattr(config, f.name)) else f.name
             for f in fields[:-1]
-            if f.name != "deploy"  # compiled into the graph too (a deploy task), not a parameter
+            if f.name not in ("deploy", "publish")  # compiled into the graph too (their tasks), not parameters
         } | {catalog.knob_parameter(section, key) for section, key in entry.knobs}
         target = entry.sweep
         assert target.train in {f.name for f in fields} and target.evaluate in {f.name for f in fields}

@@ -18,13 +18,14 @@ from kfnlp.launch.images import IMAGE_ENV
 
 def pipeline_function(entry: PipelineEntry, config: Any = None) -> Any:
     """``entry``'s ``@dsl.pipeline`` function (importing kfp and the components); with a ``config``
-    whose ``sweep`` is set or whose ``deploy`` is enabled, that function traced again with the sweep in place
-    of its train stage (the trials and their parallelism are part of the graph, as the config gave them) and a
-    deploy task after promote (its config part of the graph)."""
+    whose ``sweep`` is set or whose ``deploy`` or ``publish`` is enabled, that function traced again with the sweep
+    in place of its train stage (the trials and their parallelism are part of the graph, as the config gave them)
+    and a deploy or publish task after promote (its config part of the graph)."""
     original = getattr(importlib.import_module(entry.module), entry.function)
     plan = entry.sweep_plan(config) if config is not None else None
     deploying = config is not None and config.deploy.enabled
-    if plan is None and not deploying:
+    publishing = config is not None and config.publish.enabled
+    if plan is None and not deploying and not publishing:
         return original
     from kfp import dsl
 
@@ -33,10 +34,11 @@ def pipeline_function(entry: PipelineEntry, config: Any = None) -> Any:
 
     func = original.pipeline_func
     deploy_config = to_json(config.deploy) if deploying else None
+    publish_config = to_json(config.publish) if publishing else None
 
     @functools.wraps(func)
     def swept(*args):
-        with tracing(plan, deploy_config):
+        with tracing(plan, deploy_config, publish_config):
             return func(*args)
 
     return dsl.pipeline(

@@ -16,6 +16,7 @@ from kfnlp.components.evaluate.component import evaluate
 from kfnlp.components.mask_eval.component import mask_eval
 from kfnlp.components.preprocess.component import preprocess
 from kfnlp.components.promote.component import promote
+from kfnlp.components.publish.component import publish
 from kfnlp.components.register.component import register
 from kfnlp.components.select_best.component import select_best
 from kfnlp.components.train_mlm.component import train_mlm
@@ -24,8 +25,9 @@ from kfnlp.sweep import TRIAL_ENV, SweepPlan
 # the sweep a pipeline function is being traced for (kfnlp.launch.pipelines traces it again inside
 # tracing(plan, ...)); None: the plain pipeline, as the modules define it
 _PLAN: ContextVar[SweepPlan | None] = ContextVar("kfnlp_sweep_plan", default=None)
-# the deploy section (JSON) a pipeline function is traced with (deploy.enabled); None: no deploy task
+# the deploy and publish sections (JSON) a pipeline function is traced with (enabled); None: no such task
 _DEPLOY: ContextVar[str | None] = ContextVar("kfnlp_deploy", default=None)
+_PUBLISH: ContextVar[str | None] = ContextVar("kfnlp_publish", default=None)
 
 
 def documented(name: str) -> Callable:
@@ -43,15 +45,16 @@ def documented(name: str) -> Callable:
 
 
 @contextlib.contextmanager
-def tracing(plan: SweepPlan | None, deploy_config: str | None) -> Iterator[None]:
-    """Trace pipeline functions with ``plan``'s sweep in place of its train stage and (``deploy_config``, the
-    deploy section as JSON) a deploy task after promote."""
-    tokens = (_PLAN.set(plan), _DEPLOY.set(deploy_config))
+def tracing(plan: SweepPlan | None, deploy_config: str | None, publish_config: str | None) -> Iterator[None]:
+    """Trace pipeline functions with ``plan``'s sweep in place of its train stage, and after promote a deploy task
+    (``deploy_config``: the deploy section as JSON) and a publish task (``publish_config``)."""
+    tokens = (_PLAN.set(plan), _DEPLOY.set(deploy_config), _PUBLISH.set(publish_config))
     try:
         yield
     finally:
         _PLAN.reset(tokens[0])
         _DEPLOY.reset(tokens[1])
+        _PUBLISH.reset(tokens[2])
 
 
 def trained(section: str, train, config, inputs: dict, score, score_inputs: dict):
@@ -81,8 +84,8 @@ def trained(section: str, train, config, inputs: dict, score, score_inputs: dict
 
 def register_and_promote(register_config, promote_config, model, evaluation, baseline=None, *, model_name, margin):
     """register the model with its evaluation (and the baseline's, if any) under ``model_name``, then run the
-    promotion gate (with ``margin``) on the new version with the same registry config; traced for a deploy,
-    then deploy what the gate promoted."""
+    promotion gate (with ``margin``) on the new version with the same registry config; traced for a deploy or a
+    publish, then deploy or publish what the gate promoted."""
     inputs = {"model": model, "evaluation": evaluation}
     if baseline is not None:
         inputs["baseline"] = baseline
@@ -104,6 +107,14 @@ def register_and_promote(register_config, promote_config, model, evaluation, bas
             registered=registered.outputs["registered"],
             decision=gate.outputs["decision"],
         ).set_display_name("deploy")
+    publish_config = _PUBLISH.get()
+    if publish_config is not None:
+        publish(
+            config=publish_config,
+            register_config=register_config,
+            registered=registered.outputs["registered"],
+            decision=gate.outputs["decision"],
+        ).set_display_name("publish")
 
 
 @dataclass(frozen=True)

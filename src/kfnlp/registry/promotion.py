@@ -21,9 +21,10 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from kfnlp.config import FieldError, option, shown
-from kfnlp.errors import RegistryError
+from kfnlp.errors import InputError, RegistryError
 from kfnlp.registry.lock import model_lock
 
 log = logging.getLogger(__name__)
@@ -236,3 +237,15 @@ def decisions(registry, name: str) -> list[dict]:
     model = registry.get_model(name)
     trail = [json.loads(v) for k, v in model.tags.items() if TRAIL_KEY.fullmatch(k)]
     return sorted(trail, key=lambda d: (d["sequence"], d["time"], d.get("id", "")))
+
+
+def gate_outcome(registered: str | Path, decision: str | Path) -> tuple[str, int, str]:
+    """(model name, version, outcome) from a register stage's output and the promote stage's decision on it: what
+    the steps after the gate (deploy, publish) act on."""
+    try:
+        entry = json.loads(Path(registered).read_text(encoding="utf-8"))
+        name, version = entry["name"], int(entry["version"])
+        outcome = json.loads(Path(decision).read_text(encoding="utf-8")).get("outcome")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{registered} / {decision}: not a register and a promote stage output ({exc})") from None
+    return name, version, outcome

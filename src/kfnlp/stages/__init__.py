@@ -20,6 +20,7 @@ MODULES = (
     "register",
     "promote",
     "deploy",
+    "publish",
     "preprocess_ner",
     "train_ner",
     "evaluate_ner",

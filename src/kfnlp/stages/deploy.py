@@ -4,12 +4,10 @@ The apply is :func:`kfnlp.serving.kube.deploy`, the same as ``kfnlp deploy --app
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
-from kfnlp.errors import InputError
+from kfnlp.registry.promotion import gate_outcome
 from kfnlp.serving.deploy import DeployConfig
 from kfnlp.serving.kube import deploy
 from kfnlp.stages.entry import Input, Stage
@@ -29,12 +27,7 @@ def deploy_registered(
     version (and only then); the same run applied again updates the same InferenceService."""
     from kfnlp.registry import Registry
 
-    try:
-        entry = json.loads(Path(registered).read_text(encoding="utf-8"))
-        name, version = entry["name"], int(entry["version"])
-        outcome = json.loads(Path(decision).read_text(encoding="utf-8")).get("outcome")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{registered} / {decision}: not a register and a promote stage output ({exc})") from None
+    name, version, outcome = gate_outcome(registered, decision)
     if not config.enabled:
         return {"model": name, "version": version, "outcome": "skipped", "reason": "deploy disabled"}
     if outcome != "promoted":

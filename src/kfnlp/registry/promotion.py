@@ -239,13 +239,20 @@ def decisions(registry, name: str) -> list[dict]:
     return sorted(trail, key=lambda d: (d["sequence"], d["time"], d.get("id", "")))
 
 
-def gate_outcome(registered: str | Path, decision: str | Path) -> tuple[str, int, str]:
-    """(model name, version, outcome) from a register stage's output and the promote stage's decision on it: what
-    the steps after the gate (deploy, publish) act on."""
+def after_gate(registered: str | Path, decision: str | Path, step: str, enabled: bool) -> tuple[str, int, dict | None]:
+    """What a step after the gate (deploy, publish) acts on, from a register stage's output and the promote stage's
+    decision on it: (model name, version, the ``skipped`` record to return when the step is off or the gate did not
+    promote the version; None when the step goes ahead)."""
     try:
         entry = json.loads(Path(registered).read_text(encoding="utf-8"))
         name, version = entry["name"], int(entry["version"])
         outcome = json.loads(Path(decision).read_text(encoding="utf-8")).get("outcome")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{registered} / {decision}: not a register and a promote stage output ({exc})") from None
-    return name, version, outcome
+    skipped = {"model": name, "version": version, "outcome": "skipped"}
+    if not enabled:
+        return name, version, {**skipped, "reason": f"{step} disabled"}
+    if outcome != "promoted":
+        log.info("%s: %s v%d was not promoted (%s); nothing done", step, name, version, outcome)
+        return name, version, {**skipped, "reason": f"promotion {outcome}"}
+    return name, version, None

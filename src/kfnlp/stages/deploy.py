@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kfnlp.registry.promotion import gate_outcome
+from kfnlp.registry.promotion import after_gate
 from kfnlp.serving.deploy import DeployConfig
 from kfnlp.serving.kube import deploy
 from kfnlp.stages.entry import Input, Stage
@@ -27,12 +27,9 @@ def deploy_registered(
     version (and only then); the same run applied again updates the same InferenceService."""
     from kfnlp.registry import Registry
 
-    name, version, outcome = gate_outcome(registered, decision)
-    if not config.enabled:
-        return {"model": name, "version": version, "outcome": "skipped", "reason": "deploy disabled"}
-    if outcome != "promoted":
-        log.info("deploy: %s v%d was not promoted (%s); nothing deployed", name, version, outcome)
-        return {"model": name, "version": version, "outcome": "skipped", "reason": f"promotion {outcome}"}
+    name, version, skipped = after_gate(registered, decision, "deploy", config.enabled)
+    if skipped:
+        return skipped
     result = deploy(Registry(tracking_uri), name, config, run_name=run_name, **connection)
     if result["version"] != version:  # promoted, then superseded by a concurrent run: deploy what is champion
         log.info("deploy: the champion is now v%d (promoted after v%d)", result["version"], version)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kfnlp.config import FieldError, option
-from kfnlp.registry.promotion import gate_outcome
+from kfnlp.registry.promotion import after_gate
 from kfnlp.serving.hub import REPO_ID, publish
 from kfnlp.stages.entry import Input, Stage
 
@@ -41,12 +41,9 @@ def publish_registered(
     publishing the same version again moves nothing but the repository's main branch."""
     from kfnlp.registry import Registry
 
-    name, version, outcome = gate_outcome(registered, decision)
-    if not config.enabled:
-        return {"model": name, "version": version, "outcome": "skipped", "reason": "publish disabled"}
-    if outcome != "promoted":
-        log.info("publish: %s v%d was not promoted (%s); nothing published", name, version, outcome)
-        return {"model": name, "version": version, "outcome": "skipped", "reason": f"promotion {outcome}"}
+    name, version, skipped = after_gate(registered, decision, "publish", config.enabled)
+    if skipped:
+        return skipped
     result = publish(Registry(tracking_uri), f"{name}/{version}", config.repo_id, private=config.private)
     log.info("publish: %s v%d at %s revision %s", name, version, result["url"], result["revision"])
     return {**result, "outcome": "published"}

@@ -153,3 +153,10 @@ def test_error_lines(sentiment_model):
     )  # fmt: skip
     assert result.returncode == 2 and "cannot connect" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("name", ["../admin", "a/b", "cls?x=1", "cls#frag", ".."])
+def test_a_model_name_cannot_change_the_request_path(name):
+    """--name goes into the URL's path: one that would leave /v1/models/NAME is refused before any request."""
+    with pytest.raises(ConfigError, match=r"^--name: expected a model name"):
+        Endpoint("http://127.0.0.1:1", name).check()

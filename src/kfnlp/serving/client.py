@@ -13,12 +13,15 @@ probabilities there are no scores: ``score`` is None and only the top answer is 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from kfnlp.config import bounded, shown
 from kfnlp.errors import ConfigError, InputError
 from kfnlp.predict import ner_answer
+
+MODEL_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]+$")
 
 TASKS = ("fill-mask", "token-classification", "text-classification")
 PROTOCOLS = ("v1", "v2")
@@ -47,6 +50,10 @@ class Endpoint:
             raise ConfigError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {shown(self.protocol)}")
         if not self.name:
             raise ConfigError("--name: the InferenceService's model name is empty")
+        if not MODEL_NAME.match(self.name):  # it goes into the request's path: no '/', '..', '?' or '#'
+            raise ConfigError(
+                f"--name: expected a model name of letters, digits, '.', '_' and '-', got {shown(self.name)}"
+            )
 
     @property
     def path(self) -> str:
@@ -59,7 +66,6 @@ class Endpoint:
 def service_name(ref: str) -> str:
     """The model name in the URL when ``--name`` is not given: for ``models:/NAME@ALIAS`` or ``/VERSION`` the
     InferenceService name ``kfnlp deploy`` gives it (its ``--model_name``), else the directory's name."""
-    import re
     from pathlib import PurePosixPath
 
     if ref.startswith("models:/"):

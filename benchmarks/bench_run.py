@@ -13,12 +13,16 @@ and process starts:
           with the demo's settings (lr 5e-4, weight decay 0.01, batch 32, N steps, a checkpoint at
           the last step), perplexity before and after on 500 held-out chunks masked once (the course's
           insert_random_mask), fill-mask on the demo's prompts, the model saved
+  recipe + allocator
+          the same recipe with the one process-level setting every kfnlp stage process makes
+          (kfnlp.launch.allocator: glibc keeps freed memory for the next allocation); it shows how
+          much of kfnlp's lead is that setting, which a recipe user could make too
 
 Rounds alternate the sides, the one going first rotating (CPU speed on shared machines drifts);
 the table gives each side's median, the ratio of the medians and the range of per-round ratios,
 then kfnlp's median time per stage (from its summary.json).
 
-Usage: python benchmarks/bench_run.py [--rounds 3] [--steps 100]
+Usage: python benchmarks/bench_run.py [--rounds 3] [--steps 100] [--no-allocator-side]
 """
 
 from __future__ import annotations
@@ -65,7 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time kfnlp from another source tree (its src/ directory, e.g. `git archive` of an earlier commit)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write every round's times and results here")
+    parser.add_argument(
+        "--no-allocator-side", action="store_true", help="skip the recipe run with kfnlp's allocator setting"
+    )
     parser.add_argument("--recipe", metavar="DIR", help=argparse.SUPPRESS)  # internal: run the recipe side here
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)  # internal
     return parser.parse_args(argv)
 
 
@@ -222,30 +230,35 @@ def kfnlp_side(work: Path, name: str, round_: int, steps: int, env: dict[str, st
     return seconds, {"stages": stages, "tasks": tasks, "metrics": summary["metrics"]}
 
 
-def recipe_side(work: Path, round_: int, steps: int, env: dict[str, str]) -> tuple[float, dict]:
-    output = work / f"recipe-{round_}"
+def recipe_side(work: Path, name: str, round_: int, steps: int, env: dict[str, str]) -> tuple[float, dict]:
+    output = work / f"{name}-{round_}"
     output.mkdir()
     command = [sys.executable, str(Path(__file__).resolve()), "--recipe", str(output), "--steps", str(steps)]
-    seconds = _run(command, env, work / f"recipe-{round_}.log")
+    if name != "recipe":
+        command.append("--keep-freed-memory")
+    seconds = _run(command, env, work / f"{name}-{round_}.log")
     return seconds, json.loads((output / "result.json").read_text(encoding="utf-8"))
 
 
+def is_recipe(side: str) -> bool:
+    return side.startswith("recipe")
+
+
 def markdown(times: dict[str, list[float]], results: dict[str, list[dict]], facts: dict[str, str]) -> str:
-    """The sides' wall times, then per kfnlp stage the task's and the stage body's median seconds."""
-    recipe_s = statistics.median(times["recipe"])
-    lines = [
-        "| side | model | wall s (median) | per round | recipe / side | per-round range |",
-        "|---|---|---:|---|---:|---|",
-    ]
+    """The sides' wall times, each kfnlp side against each recipe side, then per kfnlp stage the task's
+    and the stage body's median seconds and per recipe side its parts."""
+    lines = ["| side | model | wall s (median) | per round |", "|---|---|---:|---|"]
     for side, seconds in times.items():
-        ratios = [r / k for r, k in zip(times["recipe"], seconds, strict=True)]
-        ratio = "" if side == "recipe" else f"{recipe_s / statistics.median(seconds):.2f}×"
-        spread = "" if side == "recipe" else f"{min(ratios):.2f}–{max(ratios):.2f}×"
-        lines.append(
-            f"| {side} | {MODEL} | {statistics.median(seconds):.1f} | {', '.join(f'{x:.1f}' for x in seconds)} "
-            f"| {ratio} | {spread} |"
-        )
-    kfnlp_sides = [side for side in times if side != "recipe"]
+        per_round = ", ".join(f"{x:.1f}" for x in seconds)
+        lines.append(f"| {side} | {MODEL} | {statistics.median(seconds):.1f} | {per_round} |")
+    recipe_sides = [side for side in times if is_recipe(side)]
+    lines += ["", "| kfnlp side | against | recipe / kfnlp (medians) | per-round range |", "|---|---|---:|---|"]
+    for side in (s for s in times if not is_recipe(s)):
+        for against in recipe_sides:
+            ratios = [r / k for r, k in zip(times[against], times[side], strict=True)]
+            ratio = statistics.median(times[against]) / statistics.median(times[side])
+            lines.append(f"| {side} | {against} | {ratio:.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× |")
+    kfnlp_sides = [side for side in times if not is_recipe(side)]
     lines += [
         "",
         "Per kfnlp stage, median s: the task under kfp.local (process start to exit) / the stage body (summary.json)",
@@ -266,9 +279,11 @@ def markdown(times: dict[str, list[float]], results: dict[str, list[dict]], fact
     for task in runs[kfnlp_sides[0]][0]["stages"]:
         lines.append(f"| {task} | " + " | ".join(cell(side, task) for side in kfnlp_sides) + " |")
     lines.append("| outside the stages (kfnlp run itself) | " + " | ".join(cell(s, None) for s in kfnlp_sides) + " |")
-    lines += ["", "| recipe part | wall s (median) |", "|---|---:|"]
+    lines += ["", "| recipe part, wall s (median) | " + " | ".join(recipe_sides) + " |"]
+    lines.append("|---|" + "---:|" * len(recipe_sides))
     for part in results["recipe"][0]["parts_s"]:
-        lines.append(f"| {part} | {statistics.median(run['parts_s'][part] for run in results['recipe']):.2f} |")
+        cells = [f"{statistics.median(run['parts_s'][part] for run in results[side]):.2f}" for side in recipe_sides]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
     lines += ["", "| fact | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in facts.items()]
     return "\n".join(lines)
@@ -278,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if args.recipe:
+        if args.keep_freed_memory:
+            from kfnlp.launch.allocator import keep_freed_memory
+
+            if not keep_freed_memory():
+                raise SystemExit("bench_run: this platform has no glibc allocator setting to apply")
         result = recipe(Path(args.recipe), args.steps)
         (Path(args.recipe) / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         return 0
@@ -300,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
             before_env = {**env, "PYTHONPATH": str(Path(args.before).resolve())}
             sides["kfnlp before"] = lambda r: kfnlp_side(work, "before", r, args.steps, before_env)
             facts["kfnlp before"] = f"the same command with PYTHONPATH={args.before}"
-        sides["recipe"] = lambda r: recipe_side(work, r, args.steps, env)
+        sides["recipe"] = lambda r: recipe_side(work, "recipe", r, args.steps, env)
+        if not args.no_allocator_side:
+            sides["recipe + allocator"] = lambda r: recipe_side(work, "recipe-allocator", r, args.steps, env)
         times: dict[str, list[float]] = {name: [] for name in sides}
         results: dict[str, list[dict]] = {name: [] for name in sides}
         names = list(sides)

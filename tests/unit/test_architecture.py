@@ -23,7 +23,7 @@ WINGS: list[tuple[str, ...]] = [
     ("kfnlp.artifacts", "kfnlp.training"),
     ("kfnlp.stages", "kfnlp.predict", "kfnlp.serving"),
     ("kfnlp.catalog", "kfnlp.refs"),
-    ("kfnlp.launch.in_pod", "kfnlp.launch.quick_exit", "kfnlp.launch.scale_out"),
+    ("kfnlp.launch.in_pod", "kfnlp.launch.quick_exit", "kfnlp.launch.allocator", "kfnlp.launch.scale_out"),
     ("kfnlp.components",),
     ("kfnlp.pipelines",),
     ("kfnlp.launch",),

@@ -28,3 +28,15 @@ def test_task_seconds_from_the_pipeline_log_across_midnight(tmp_path):
     assert seconds.keys() == {"preprocess", "evaluate-2"}
     assert abs(seconds["preprocess"] - 2.5) < 1e-6
     assert abs(seconds["evaluate-2"] - 2.5) < 1e-6
+
+
+def test_each_kfnlp_side_is_compared_with_each_recipe_side():
+    times = {"kfnlp": [10.0, 20.0, 12.0], "recipe": [30.0, 50.0, 48.0], "recipe + allocator": [20.0, 30.0, 24.0]}
+    run = {"stages": {"preprocess": 1.0}, "tasks": {"preprocess": 1.5}}
+    parts = {"parts_s": {"imports": 5.0, "train": 20.0}}
+    results = {"kfnlp": [run] * 3, "recipe": [parts] * 3, "recipe + allocator": [parts] * 3}
+    text = bench_run.markdown(times, results, {"model": "m"})
+    assert "| kfnlp | recipe | 4.00× | 2.50–4.00× |" in text  # 48 / 12; per round 3.0, 2.5, 4.0
+    assert "| kfnlp | recipe + allocator | 2.00× | 1.50–2.00× |" in text  # 24 / 12
+    assert "| recipe part, wall s (median) | recipe | recipe + allocator |" in text
+    assert "| preprocess | 1.5 / 1.0 |" in text

@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         sources = fields_of_kind(config, "source", "ner_source", "cls_source", prefix=f"{stage.section}.")
         reads = {key: value for key, value, _ in sources} | {i.flag: kwargs.get(i.name) for i in stage.inputs if i.kind}
         check_output(kwargs["output"], reads)
+    from kfnlp.launch.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process does one stage's work, then exits
     with _stdout_to_stderr():
         result = stage.function(config=config, **kwargs)
     print(json.dumps(result, indent=2, default=str))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kfnlp.config import bounded
 from kfnlp.errors import KfnlpError, Preempted, StorageError
-from kfnlp.launch import quick_exit
+from kfnlp.launch import allocator, quick_exit
 from kfnlp.storage import open_artifact, shared_uri, store_for, write_artifact
 from kfnlp.sweep import FAILED_TRIAL_KIND, TRIAL_ENV, merged
 
@@ -57,6 +57,7 @@ def stage_guard(stage: str, output, *, also=(), trial: str = "") -> Iterator[Non
     recorded at ``output`` (the trial's ``trial`` values with it) and each of the ``also`` outputs is
     created empty, so that the task succeeds and the sweep goes on; see :func:`_record_failed_trial`."""
     configure_logging()
+    allocator.keep_freed_memory()
     quick_exit.prepare()
     started = time.time()
     task_dir = Path(output.path).parent

@@ -10,7 +10,7 @@ from typing import Any
 from kfnlp.registry.promotion import after_gate
 from kfnlp.serving.deploy import DeployConfig
 from kfnlp.serving.kube import deploy
-from kfnlp.stages.entry import Input, Stage
+from kfnlp.stages.entry import DECISION, REGISTERED, TRACKING_URI, Input, Stage
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ STAGE = Stage(
     function=deploy_registered,
     help="deploy the champion on KServe when promote promoted this run's version (humans: kfnlp deploy)",
     inputs=(
-        Input("registered", "the JSON a register stage wrote (name and version)", required=True),
-        Input("decision", "the JSON a promote stage wrote (its outcome)", required=True),
-        Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)"),
+        REGISTERED,
+        DECISION,
+        TRACKING_URI,
         Input("run_name", "the pipeline run, for the InferenceService's labels"),
     ),
     example="enabled=true",

@@ -32,6 +32,12 @@ class Input:
         return "--" + self.name.replace("_", "-")
 
 
+# what the steps after register (promote, deploy, publish) read: the run's version and the gate's outcome
+REGISTERED = Input("registered", "the JSON a register stage wrote (name and version)", required=True)
+DECISION = Input("decision", "the JSON a promote stage wrote (its outcome)", required=True)
+TRACKING_URI = Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)")
+
+
 @dataclass(frozen=True)
 class Stage:
     """One stage: its name (component, CLI subcommand, log prefix), config class and function."""

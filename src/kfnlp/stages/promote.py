@@ -11,7 +11,7 @@ from pathlib import Path
 from kfnlp.errors import InputError
 from kfnlp.registry import Registry
 from kfnlp.registry.promotion import PromoteConfig, promote
-from kfnlp.stages.entry import Input, Stage
+from kfnlp.stages.entry import REGISTERED, TRACKING_URI, Stage
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,7 @@ STAGE = Stage(
     config=PromoteConfig,
     function=promote_registered,
     help="the promotion gate for a registered version (humans: kfnlp registry promote)",
-    inputs=(
-        Input("registered", "the JSON a register stage wrote (name and version)", required=True),
-        Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)"),
-    ),
+    inputs=(REGISTERED, TRACKING_URI),
     example="margin=0.01",
     registry=True,
     cache=False,

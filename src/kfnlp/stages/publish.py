@@ -12,7 +12,7 @@ from typing import Any
 from kfnlp.config import FieldError, option
 from kfnlp.registry.promotion import after_gate
 from kfnlp.serving.hub import REPO_ID, publish
-from kfnlp.stages.entry import Input, Stage
+from kfnlp.stages.entry import DECISION, REGISTERED, TRACKING_URI, Stage
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,7 @@ STAGE = Stage(
     config=PublishConfig,
     function=publish_registered,
     help="push the version to the Hugging Face Hub when promote promoted it (humans: kfnlp registry publish)",
-    inputs=(
-        Input("registered", "the JSON a register stage wrote (name and version)", required=True),
-        Input("decision", "the JSON a promote stage wrote (its outcome)", required=True),
-        Input("tracking_uri", "registry URI (default: $MLFLOW_TRACKING_URI or the embedded store)"),
-    ),
+    inputs=(REGISTERED, DECISION, TRACKING_URI),
     example="enabled=true repo_id=team/ner-wnut",
     hub=True,
     registry=True,

@@ -230,11 +230,13 @@ def kfnlp_side(work: Path, name: str, round_: int, steps: int, env: dict[str, st
     return seconds, {"stages": stages, "tasks": tasks, "metrics": summary["metrics"]}
 
 
-def recipe_side(work: Path, name: str, round_: int, steps: int, env: dict[str, str]) -> tuple[float, dict]:
+def recipe_side(
+    work: Path, name: str, round_: int, steps: int, env: dict[str, str], allocator: bool = False
+) -> tuple[float, dict]:
     output = work / f"{name}-{round_}"
     output.mkdir()
     command = [sys.executable, str(Path(__file__).resolve()), "--recipe", str(output), "--steps", str(steps)]
-    if name != "recipe":
+    if allocator:
         command.append("--keep-freed-memory")
     seconds = _run(command, env, work / f"{name}-{round_}.log")
     return seconds, json.loads((output / "result.json").read_text(encoding="utf-8"))
@@ -322,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             facts["kfnlp before"] = f"the same command with PYTHONPATH={args.before}"
         sides["recipe"] = lambda r: recipe_side(work, "recipe", r, args.steps, env)
         if not args.no_allocator_side:
-            sides["recipe + allocator"] = lambda r: recipe_side(work, "recipe-allocator", r, args.steps, env)
+            sides["recipe + allocator"] = lambda r: recipe_side(
+                work, "recipe-allocator", r, args.steps, env, allocator=True
+            )
         times: dict[str, list[float]] = {name: [] for name in sides}
         results: dict[str, list[dict]] = {name: [] for name in sides}
         names = list(sides)
